@@ -1,0 +1,34 @@
+# Quick start: make setup && make demo && make test
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= artifacts/demo
+
+.PHONY: setup demo test test-all bench plugins clean
+
+setup:
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: takes the local CPU build instead of a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[serve,plot,test]'
+	@$(BIN)/vitdeploy --version
+
+demo:
+	$(BIN)/vitdeploy export efficientvit_m0 -o $(DEMO_DIR)/efficientvit_m0.onnx
+	$(BIN)/vitdeploy info $(DEMO_DIR)/efficientvit_m0.onnx
+	$(BIN)/vitdeploy bench $(DEMO_DIR)/efficientvit_m0.onnx --backend torch ort --batch 16 --threads 1 --iters 20 --json $(DEMO_DIR)/bench.json
+	@echo "demo artifacts in $(DEMO_DIR)/"
+
+test:
+	$(BIN)/python -m pytest -q tests
+
+bench:
+	$(BIN)/python benchmarks/efficientvit_cpu.py
+	$(BIN)/python benchmarks/sparsevit_cpu.py
+
+plugins:
+	$(BIN)/vitdeploy plugins build
+
+clean:
+	rm -rf build artifacts .pytest_cache

@@ -1,0 +1,341 @@
+"""The command line. Thin: parse argv, call vitdeploy.jobs / the library, print, map errors to exit codes.
+
+Exit codes (DESIGN §3): 0 success, 1 a check failed, 2 bad input. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional
+
+from vitdeploy import __version__
+from vitdeploy.errors import CheckFailed, UserError
+
+EXIT_OK, EXIT_CHECK, EXIT_INPUT = 0, 1, 2
+
+
+class Console:
+    """Progress to stderr (results to stdout), with elapsed time; --quiet hides progress."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def progress(self, msg: str) -> None:
+        if self.quiet and not msg.startswith("warning"):
+            return
+        for i, line in enumerate(msg.splitlines()):
+            prefix = f"[{time.perf_counter() - self.t0:6.1f}s] " if i == 0 else " " * 10
+            print(prefix + line, file=sys.stderr, flush=True)
+
+
+def _batch_arg(v: str):
+    if v == "dynamic":
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'dynamic', got {v!r}")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"batch must be >= 1, got {n}")
+    return n
+
+
+def _positive_int(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {v!r}")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+def _existing_file(v: str) -> str:
+    if not os.path.exists(v):
+        raise argparse.ArgumentTypeError(f"not found: {v}")
+    return v
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_models(args, con: Console) -> int:
+    from vitdeploy.models.registry import SPECS
+
+    if args.json:
+        print(json.dumps([{"name": s.name, "family": s.family, "img_size": s.default_img_size, "tasks": s.tasks,
+                           "checkpoint_formats": s.checkpoint_formats, "sparsity": s.sparsity,
+                           "description": s.description} for s in SPECS.values()], indent=2))
+        return EXIT_OK
+    print(f"{'model':<17}{'img':>5}  {'tasks':<19}{'sparsity':<10}checkpoint formats")
+    for s in SPECS.values():
+        print(f"{s.name:<17}{s.default_img_size:>5}  {'|'.join(s.tasks):<19}{'yes' if s.sparsity else '-':<10}"
+              f"{'; '.join(s.checkpoint_formats)}")
+    print("\ncheckpoints: .pth/.pt (torch.load weights_only) or .safetensors; no --checkpoint = random weights."
+          "\nsparsity (Swin = SparseViT): cfg1|cfg2|cfg3, a float (every block), or a JSON file "
+          '{"ratios": [[..],[..],[..],[..]]}')
+    return EXIT_OK
+
+
+def cmd_export(args, con: Console) -> int:
+    from vitdeploy import jobs
+
+    report = jobs.export(args.model, args.output, checkpoint=args.checkpoint, sparsity=args.sparsity,
+                         img_size=args.img_size, batch=args.batch, task=args.task, num_classes=args.num_classes,
+                         precision=args.precision, portable=args.portable, opset=args.opset,
+                         validate=not args.no_validate, progress=con.progress)
+    t = report["timings"]
+    print(f"wrote {report['onnx']} ({report['onnx_bytes'] / 2**20:.1f} MiB, {sum(report['op_histogram'].values())} nodes, "
+          f"{report['macs'] / 1e6:.1f} M MACs, {report['parameters'] / 1e6:.2f} M params) "
+          f"and {jobs.report_path_for(report['onnx'])} in {t['total_s']:.1f}s")
+    if report["parity"] is not None:
+        worst = max(o["max_rel_err"] for o in report["parity"]["outputs"])
+        print(f"parity vs PyTorch on ONNX Runtime: PASS (max rel err {worst:.2e})")
+    return EXIT_OK
+
+
+def cmd_validate(args, con: Console) -> int:
+    from vitdeploy import jobs
+
+    parity = jobs.validate(args.artifact, checkpoint=args.checkpoint, images=args.images, backend=args.backend,
+                           batch=args.batch, plugin_lib=args.plugin_lib, progress=con.progress)
+    print(parity.table())
+    if args.json:
+        from vitdeploy.export.onnx import atomic_write_json
+
+        atomic_write_json(args.json, parity.to_dict())
+    return EXIT_OK if parity.passed else EXIT_CHECK
+
+
+def cmd_bench(args, con: Console) -> int:
+    from vitdeploy import jobs
+    from vitdeploy.engines.bench import format_table
+
+    results = jobs.bench(args.targets, backends=args.backend, batch=args.batch, threads=args.threads,
+                         iters=args.iters, warmup=args.warmup, sparsity=args.sparsity, img_size=args.img_size,
+                         checkpoint=args.checkpoint, plugin_lib=args.plugin_lib, progress=con.progress)
+    base = "torch" if any(r["backend"] == "torch" for r in results) else None
+    r0 = results[0]
+    print(f"{r0['model']} {r0['img_size']}px {r0['precision']}"
+          + (f" sparsity {json.dumps(r0['sparsity'])}" if r0["sparsity"] else "") + f" (scope: {r0['timing_scope']})")
+    print(format_table(results, ratio_to=base))
+    if args.json:
+        from vitdeploy.export.onnx import atomic_write_json
+
+        atomic_write_json(args.json, results)
+        print(f"wrote {args.json}")
+    return EXIT_OK
+
+
+def cmd_info(args, con: Console) -> int:
+    from vitdeploy import jobs
+
+    info = jobs.info(args.artifact)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return EXIT_OK
+    if info["kind"] == "onnx":
+        m = info["metadata"]
+        print(f"{info['artifact']}: ONNX, {info['bytes'] / 2**20:.1f} MiB, {info['nodes']} nodes, opset {info['opset']}")
+        for k in ("model", "task", "img_size", "precision", "sparsity", "checkpoint_sha256", "version"):
+            if k in m:
+                print(f"  {k:<18} {m[k]}")
+        for kind in ("inputs", "outputs"):
+            for n, d in info[kind].items():
+                print(f"  {kind[:-1]:<18} {n} {d['dtype']} {d['shape']}")
+        if info["custom_nodes"]:
+            print(f"  custom nodes       {info['custom_nodes']} (vitdeploy::WindowGather/WindowScatter; "
+                  f"functions: {', '.join(info['local_functions'])})")
+        top = ", ".join(f"{k} {v}" for k, v in list(info["op_histogram"].items())[:8])
+        print(f"  ops                {top}")
+    else:
+        man = info["manifest"]
+        print(f"{info['artifact']}: TensorRT engine, {info['bytes'] / 2**20:.1f} MiB")
+        for k, v in man.items():
+            if k not in ("onnx_metadata",):
+                print(f"  {k:<20} {json.dumps(v) if not isinstance(v, str) else v}")
+    return EXIT_OK
+
+
+def cmd_build(args, con: Console) -> int:
+    from vitdeploy.engines.build import build_engine
+
+    manifest = build_engine(args.onnx, args.output, plugin_lib=args.plugin_lib, min_batch=args.min_batch,
+                            opt_batch=args.opt_batch, max_batch=args.max_batch, timing_cache=args.timing_cache,
+                            progress=con.progress)
+    print(f"wrote {args.output} and {args.output}.json (TensorRT {manifest.get('tensorrt_version')}, "
+          f"{manifest.get('gpu_name')})")
+    return EXIT_OK
+
+
+def cmd_plugins(args, con: Console) -> int:
+    from vitdeploy import plugins
+
+    if args.action == "build":
+        res = plugins.build(build_dir=args.build_dir, cuda_archs=args.cuda_archs, tensorrt_root=args.tensorrt_root,
+                            progress=con.progress)
+        print(json.dumps(res, indent=2, default=str))
+        return EXIT_OK
+    print(json.dumps(plugins.info(args.plugin_lib), indent=2, default=str))
+    return EXIT_OK
+
+
+def cmd_serve(args, con: Console) -> int:
+    from vitdeploy.serving.triton import serve
+
+    serve(args.artifact, backend=args.backend, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+          metrics_port=args.metrics_port, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
+          instances=args.instances, model_name=args.model_name, plugin_lib=args.plugin_lib, threads=args.threads,
+          checkpoint=args.checkpoint, progress=con.progress)
+    return EXIT_OK
+
+
+def cmd_triton_repo(args, con: Console) -> int:
+    from vitdeploy.serving.repository import write_triton_repo
+
+    path = write_triton_repo(args.artifact, args.output, max_batch=args.max_batch, instances=args.instances,
+                             model_name=args.model_name)
+    print(f"wrote Triton model repository {path}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vitdeploy", description="Export EfficientViT-M and SparseViT to ONNX and "
+                                "TensorRT, check parity and latency, and serve them.")
+    p.add_argument("--version", action="version", version=f"vitdeploy {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="hide progress (warnings and results still print)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="hide progress (warnings and results still print)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)  # every verb takes --quiet
+
+    s = sub.add_parser("models", help="list model names, defaults and checkpoint formats")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("export", help="checkpoint -> folded ONNX (+report), validated on ONNX Runtime")
+    s.add_argument("model", help="efficientvit_m0..m5, swin_t, swin_s, swin_b")
+    s.add_argument("-o", "--output", required=True, help="output .onnx (a .report.json is written beside it)")
+    s.add_argument("--checkpoint", type=_existing_file, help=".pth/.pt/.safetensors (official, timm or mmdet keys)")
+    s.add_argument("--sparsity", help="SparseViT ratios: cfg1|cfg2|cfg3, a float, or a JSON file")
+    s.add_argument("--img-size", type=_positive_int, help="input resolution (default: the model's)")
+    s.add_argument("--batch", type=_batch_arg, default=None, help="static batch N, or 'dynamic' (default)")
+    s.add_argument("--task", choices=("classify", "backbone"), default="classify")
+    s.add_argument("--num-classes", type=_positive_int, default=1000)
+    s.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    s.add_argument("--portable", action="store_true", help="standard ops only (no vitdeploy custom nodes)")
+    s.add_argument("--opset", type=int, default=20)
+    s.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime parity check")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("validate", help="parity of an .onnx/.engine against the PyTorch original")
+    s.add_argument("artifact")
+    s.add_argument("--checkpoint", type=_existing_file)
+    s.add_argument("--images", help="directory of images (official eval preprocessing); default random")
+    s.add_argument("--backend", choices=("ort", "ort-cuda", "trt"), default=None)
+    s.add_argument("--batch", type=_positive_int, default=8, help="number of random images (without --images)")
+    s.add_argument("--plugin-lib", help="libvitdeploy_plugins.so (TensorRT)")
+    s.add_argument("--json", help="also write the parity report here")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("build", help="ONNX -> TensorRT engine (+ manifest)")
+    s.add_argument("onnx", type=_existing_file)
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--plugin-lib")
+    s.add_argument("--min-batch", type=_positive_int, default=1)
+    s.add_argument("--opt-batch", type=_positive_int, default=None)
+    s.add_argument("--max-batch", type=_positive_int, default=None)
+    s.add_argument("--timing-cache")
+    s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("bench", help="latency of backends side by side, same protocol")
+    s.add_argument("targets", nargs="+", help="artifacts (.onnx, .engine) or a model name")
+    s.add_argument("--backend", nargs="+", default=["torch", "ort"], choices=("torch", "ort", "ort-cuda", "trt"))
+    s.add_argument("--batch", type=_positive_int, default=1)
+    s.add_argument("--threads", type=_positive_int, default=None)
+    s.add_argument("--iters", type=_positive_int, default=50)
+    s.add_argument("--warmup", type=int, default=10)
+    s.add_argument("--sparsity")
+    s.add_argument("--img-size", type=_positive_int)
+    s.add_argument("--checkpoint", type=_existing_file)
+    s.add_argument("--plugin-lib")
+    s.add_argument("--json", help="write results as JSON")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("info", help="what an .onnx/.engine is, from its metadata")
+    s.add_argument("artifact")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("plugins", help="build / describe the native TensorRT plugin library")
+    s.add_argument("action", choices=("build", "info"))
+    s.add_argument("--build-dir")
+    s.add_argument("--cuda-archs", help='CMAKE_CUDA_ARCHITECTURES, e.g. "80;90"')
+    s.add_argument("--tensorrt-root", help="TensorRT install (include/ and lib/)")
+    s.add_argument("--plugin-lib", help="library to describe (info)")
+    s.set_defaults(func=cmd_plugins)
+
+    s = sub.add_parser("serve", help="serve an artifact through Triton Inference Server (PyTriton)")
+    s.add_argument("artifact")
+    s.add_argument("--backend", choices=("ort", "trt", "torch"), default=None)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--http-port", type=int, default=8000)
+    s.add_argument("--grpc-port", type=int, default=8001)
+    s.add_argument("--metrics-port", type=int, default=8002)
+    s.add_argument("--max-batch", type=_positive_int, default=16)
+    s.add_argument("--max-queue-delay-us", type=int, default=2000)
+    s.add_argument("--instances", type=_positive_int, default=1)
+    s.add_argument("--model-name")
+    s.add_argument("--plugin-lib")
+    s.add_argument("--threads", type=_positive_int)
+    s.add_argument("--checkpoint", type=_existing_file, help="for --backend torch")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("triton-repo", help="write a Triton model repository for an artifact")
+    s.add_argument("artifact", type=_existing_file)
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--max-batch", type=_positive_int, default=16)
+    s.add_argument("--instances", type=_positive_int, default=1)
+    s.add_argument("--model-name")
+    s.set_defaults(func=cmd_triton_repo)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits 2 with one usage line on bad flags
+    con = Console(quiet=args.quiet)
+    try:
+        return args.func(args, con)
+    except UserError as e:
+        print(f"vitdeploy {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except CheckFailed as e:
+        print(f"vitdeploy {args.command}: check failed: {e}", file=sys.stderr)
+        return EXIT_CHECK
+    except KeyboardInterrupt:
+        print(f"vitdeploy {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"vitdeploy {args.command}: error: out of memory", file=sys.stderr)
+        return EXIT_CHECK
+    except Exception as e:  # a bug of ours: one line by default, the traceback on request
+        if os.environ.get("VITDEPLOY_DEBUG"):
+            raise
+        first = (str(e).splitlines() or [""])[0][:300]
+        print(f"vitdeploy {args.command}: internal error: {type(e).__name__}: {first} "
+              "(set VITDEPLOY_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_CHECK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""torch -> ONNX: dynamo export, window-op custom nodes + functions, metadata, checks, atomic write.
+
+The exported graph is what every later stage reads: its metadata carries the model name, task,
+resolution, sparsity, precision and normalization, so `validate`, `build` and `info` need no flags
+that the export already knew.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager, redirect_stdout, redirect_stderr
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import onnx
+
+from vitdeploy.errors import UserError
+
+DEFAULT_OPSET = 20
+META_PREFIX = "vitdeploy."
+META_KEYS = ("version", "model", "task", "img_size", "sparsity", "precision", "mean", "std",
+             "checkpoint_sha256", "num_classes")
+
+
+def output_names_for(task: str) -> List[str]:
+    return ["logits"] if task == "classify" else [f"features.{i}" for i in range(4)]
+
+
+@contextmanager
+def _quiet():
+    """The dynamo exporter prints progress and warnings to stdout/stderr; keep ours clean."""
+    buf = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), redirect_stdout(buf), redirect_stderr(buf):
+            warnings.simplefilter("ignore")
+            yield buf
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def atomic_write_bytes(path: os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: os.PathLike, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def check_writable(path: os.PathLike) -> Path:
+    """Fail before the (slow) export when the output cannot be written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserError(f"output {path} is a directory; give a file name like {path / 'model.onnx'}")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create output directory {parent}: {e.strerror}")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output directory {parent} is not writable")
+    return path
+
+
+def export_module(model, example, out_names: Sequence[str], *, dynamic_batch: bool = True,
+                  opset: int = DEFAULT_OPSET, portable: bool = False, uses_window_ops: bool = False
+                  ) -> onnx.ModelProto:
+    """Trace `model` with the dynamo exporter; return the ModelProto (custom nodes finalized)."""
+    import torch
+
+    extra = {}
+    if uses_window_ops:
+        from vitdeploy.export import window_ops
+
+        extra = window_ops.export_hooks(portable)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+
+    class _Wrap(torch.nn.Module):
+        # Name the forward argument `images` so the ONNX input is called that.
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, images):
+            return self.m(images)
+
+    wrapped = _Wrap(model).eval()
+    with _quiet() as log, torch.no_grad():
+        try:
+            prog = torch.onnx.export(wrapped, (example,), None, dynamo=True, opset_version=opset,
+                                     input_names=["images"], output_names=list(out_names),
+                                     dynamic_shapes=dynamic_shapes, optimize=True, verify=False,
+                                     report=False, **extra)
+        except Exception as e:
+            tail = log.getvalue().strip().splitlines()[-3:]
+            raise RuntimeError(f"torch.onnx.export failed: {type(e).__name__}: {str(e).splitlines()[0]}"
+                               + ("\n" + "\n".join(tail) if tail else "")) from e
+    proto = prog.model_proto
+    if uses_window_ops:
+        from vitdeploy.export import window_ops
+
+        proto = window_ops.finalize(proto, portable)
+    if dynamic_batch:
+        for vi in list(proto.graph.input) + list(proto.graph.output):
+            d0 = vi.type.tensor_type.shape.dim[0]
+            if d0.dim_param or not d0.HasField("dim_value"):
+                d0.dim_param = "batch"
+    return proto
+
+
+def set_metadata(proto: onnx.ModelProto, meta: Dict[str, object]) -> None:
+    existing = {p.key: p for p in proto.metadata_props}
+    for k, v in meta.items():
+        key = k if k.startswith(META_PREFIX) else META_PREFIX + k
+        val = v if isinstance(v, str) else json.dumps(v)
+        if key in existing:
+            existing[key].value = val
+        else:
+            proto.metadata_props.add(key=key, value=val)
+
+
+def read_metadata(path: os.PathLike) -> Dict[str, str]:
+    """The vitdeploy.* metadata of an .onnx file (without the prefix), without loading weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise UserError(f"{path}: not a readable ONNX model ({type(e).__name__})")
+    return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
+
+
+def op_histogram(proto: onnx.ModelProto) -> Dict[str, int]:
+    c = collections.Counter((f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type)
+                            for n in proto.graph.node)
+    return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def io_shapes(proto: onnx.ModelProto) -> Dict[str, Dict[str, list]]:
+    def shape(vi):
+        return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+
+    def dt(vi):
+        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+
+    return {"inputs": {vi.name: {"shape": shape(vi), "dtype": dt(vi)} for vi in proto.graph.input},
+            "outputs": {vi.name: {"shape": shape(vi), "dtype": dt(vi)} for vi in proto.graph.output}}
+
+
+def check_model(proto: onnx.ModelProto) -> None:
+    """onnx.checker (full, with shape inference) + our structural promises."""
+    onnx.checker.check_model(proto, full_check=True)
+    bn = [n.name for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    if bn:
+        raise RuntimeError(f"exported graph still has {len(bn)} BatchNormalization nodes ({bn[0]}); "
+                           "folding missed a pattern")
+
+
+def save_model(proto: onnx.ModelProto, path: os.PathLike) -> int:
+    data = proto.SerializeToString()
+    atomic_write_bytes(path, data)
+    return len(data)
