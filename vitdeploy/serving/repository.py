@@ -1,0 +1,460 @@
+"""What an artifact looks like to a server, and a standard Triton model repository for it.
+
+Both `serve` (PyTriton) and `write_triton_repo` (a standalone tritonserver) need the same facts:
+the model name, the I/O names, dtypes and dims and whether axis 0 is a batch axis. They come from
+the artifact itself (ONNX graph + vitdeploy metadata, or the engine manifest), never from flags
+the export already knew.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from vitdeploy.errors import UserError
+
+META_PREFIX = "vitdeploy."
+
+# numpy dtype name -> Triton model-config data type
+TRITON_DTYPES = {
+    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL",
+}
+
+
+@dataclass
+class IOSpec:
+    name: str
+    shape: List[int]  # full shape, -1 for a dynamic axis (axis 0 included)
+    dtype: str  # numpy dtype name
+
+    @property
+    def dims(self) -> List[int]:
+        """Per-sample dims (batch axis dropped), as Triton wants them with max_batch_size > 0."""
+        return list(self.shape[1:])
+
+
+@dataclass
+class ArtifactInfo:
+    path: Path
+    kind: str  # "onnx" | "engine"
+    name: str  # Triton model name
+    metadata: Dict[str, str]  # vitdeploy.* keys, prefix stripped
+    inputs: List[IOSpec]
+    outputs: List[IOSpec]
+    fixed_batch: Optional[int] = None  # axis 0 is a fixed size (exported with --batch N)
+    profile_max_batch: Optional[int] = None  # engine optimization profile's max batch
+    profile_opt_batch: Optional[int] = None
+    manifest: Dict = field(default_factory=dict)
+
+    @property
+    def platform(self) -> str:
+        return "tensorrt_plan" if self.kind == "engine" else "onnxruntime_onnx"
+
+    @property
+    def model_filename(self) -> str:
+        return "model.plan" if self.kind == "engine" else "model.onnx"
+
+    def check_max_batch(self, max_batch: int) -> None:
+        if max_batch < 1:
+            raise UserError(f"--max-batch must be >= 1, got {max_batch}")
+        if self.profile_max_batch is not None and max_batch > self.profile_max_batch:
+            raise UserError(f"--max-batch {max_batch} exceeds the engine's profile max batch "
+                            f"{self.profile_max_batch} ({self.path}); lower --max-batch or rebuild with "
+                            f"`vitdeploy build ... --max-batch {max_batch}`")
+
+
+def sanitize_name(name: str) -> str:
+    """Triton model names: letters, digits, '.', '_', '-' (PyTriton enforces the same)."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
+    return clean or "model"
+
+
+def _dim(d) -> int:
+    if isinstance(d, bool):
+        raise ValueError(d)
+    if isinstance(d, int):
+        return d if d > 0 else -1
+    if isinstance(d, str):
+        return int(d) if d.isdigit() else -1  # "batch" / "" / None-like: dynamic
+    if d is None:
+        return -1
+    raise ValueError(f"bad dim {d!r}")
+
+
+def _io_from_manifest(section, what: str, where: Path) -> List[IOSpec]:
+    """Accept `{name: {shape, dtype}}` (export.onnx.io_shapes format) or `[{name, shape, dtype}]`."""
+    items = []
+    if isinstance(section, dict):
+        for name, v in section.items():
+            if isinstance(v, dict):
+                items.append((name, v.get("shape"), v.get("dtype", "float32")))
+            else:
+                items.append((name, v, "float32"))
+    elif isinstance(section, list):
+        for v in section:
+            if not isinstance(v, dict) or "name" not in v:
+                raise UserError(f"{where}: manifest {what!r} entries need name/shape/dtype; rebuild the engine")
+            items.append((v["name"], v.get("shape"), v.get("dtype", "float32")))
+    if not items:
+        raise UserError(f"{where}: manifest has no {what!r} (names, shapes, dtypes); rebuild the engine "
+                        "with `vitdeploy build`")
+    out = []
+    for name, shape, dtype in items:
+        try:
+            dims = [_dim(d) for d in shape]
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: manifest {what} {name!r} has no usable shape ({shape!r})")
+        dtype = str(dtype).replace("DataType.", "").lower()
+        dtype = {"float": "float32", "half": "float16", "fp32": "float32", "fp16": "float16",
+                 "int": "int32"}.get(dtype, dtype)
+        out.append(IOSpec(str(name), dims, dtype))
+    return out
+
+
+def _profile_batches(manifest: Dict, input_name: str):
+    """Max/opt batch of the engine's shape profile, from whichever layout the manifest uses."""
+    prof = manifest.get("profile") or manifest.get("shape_profile") or manifest.get("profiles")
+    if isinstance(prof, list) and prof:
+        prof = prof[0]
+    mx = op = None
+    if isinstance(prof, dict):
+        mx = prof.get("max_batch")
+        op = prof.get("opt_batch")
+        entry = prof.get(input_name)
+        if isinstance(entry, dict):
+            if mx is None and entry.get("max"):
+                mx = entry["max"][0]
+            if op is None and entry.get("opt"):
+                op = entry["opt"][0]
+        elif isinstance(entry, (list, tuple)) and len(entry) == 3:  # [min, opt, max] shapes
+            op, mx = entry[1][0], entry[2][0]
+    mx = manifest.get("max_batch", mx)
+    op = manifest.get("opt_batch", op)
+    return (int(mx) if mx else None), (int(op) if op else None)
+
+
+def describe_artifact(artifact: os.PathLike, model_name: Optional[str] = None) -> ArtifactInfo:
+    """Read an .onnx (graph + metadata) or an .engine (its `<engine>.json` manifest)."""
+    path = Path(artifact)
+    if not path.is_file():
+        raise UserError(f"artifact not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        info = _describe_onnx(path)
+    elif suffix in (".engine", ".plan", ".trt"):
+        info = _describe_engine(path)
+    else:
+        raise UserError(f"{path}: unknown artifact type {suffix!r}; expected .onnx or .engine")
+    if model_name:
+        if sanitize_name(model_name) != model_name:
+            raise UserError(f"model name {model_name!r} is not valid for Triton; use letters, digits, . _ -")
+        info.name = model_name
+    return info
+
+
+def _describe_onnx(path: Path) -> ArtifactInfo:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise UserError(f"{path}: not a readable ONNX model ({type(e).__name__}); re-export it")
+    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
+    inits = {i.name for i in proto.graph.initializer}
+
+    def spec(vi) -> IOSpec:
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tt.shape.dim]
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+        except Exception:
+            raise UserError(f"{path}: tensor {vi.name!r} has an unsupported element type {tt.elem_type}")
+        return IOSpec(vi.name, dims, dtype)
+
+    inputs = [spec(vi) for vi in proto.graph.input if vi.name not in inits]
+    outputs = [spec(vi) for vi in proto.graph.output]
+    if not inputs or not outputs:
+        raise UserError(f"{path}: the graph has no inputs or no outputs")
+    name = sanitize_name(meta.get("model") or path.stem)
+    info = ArtifactInfo(path, "onnx", name, meta, inputs, outputs)
+    _set_batch_axis(info)
+    return info
+
+
+def _describe_engine(path: Path) -> ArtifactInfo:
+    mpath = Path(str(path) + ".json")
+    if not mpath.is_file():
+        alt = path.with_suffix(".json")
+        mpath = alt if alt.is_file() else mpath
+    if not mpath.is_file():
+        raise UserError(f"{path}: engine manifest {path}.json not found; engines built by `vitdeploy build` "
+                        "carry one (rebuild, or keep the .json beside the engine)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{mpath}: unreadable engine manifest ({e}); rebuild the engine")
+    meta_raw = manifest.get("onnx_metadata") or {}
+    meta = {(k[len(META_PREFIX):] if k.startswith(META_PREFIX) else k): (v if isinstance(v, str) else json.dumps(v))
+            for k, v in meta_raw.items()}
+    inputs = _io_from_manifest(manifest.get("inputs"), "inputs", mpath)
+    outputs = _io_from_manifest(manifest.get("outputs"), "outputs", mpath)
+    name = sanitize_name(meta.get("model") or path.stem)
+    info = ArtifactInfo(path, "engine", name, meta, inputs, outputs, manifest=manifest)
+    info.profile_max_batch, info.profile_opt_batch = _profile_batches(manifest, inputs[0].name)
+    _set_batch_axis(info)
+    return info
+
+
+def _set_batch_axis(info: ArtifactInfo) -> None:
+    """Axis 0 is the batch axis for every I/O (our exports guarantee it). Fixed => record its size."""
+    for t in info.inputs + info.outputs:
+        if not t.shape:
+            raise UserError(f"{info.path}: tensor {t.name!r} is a scalar; vitdeploy artifacts have a batch axis")
+    b0 = info.inputs[0].shape[0]
+    if b0 > 0:
+        info.fixed_batch = b0
+
+
+# ----------------------------------------------------------------------------------------------
+# Triton model repository
+
+
+def default_preferred(info: ArtifactInfo, max_batch: int) -> List[int]:
+    """The sizes worth waiting for: the engine's opt batch (what it was tuned for) and the max."""
+    pref = {max_batch}
+    if info.profile_opt_batch and info.profile_opt_batch <= max_batch:
+        pref.add(info.profile_opt_batch)
+    return sorted(pref)
+
+
+def _dims_text(dims: Sequence[int]) -> str:
+    return "[ " + ", ".join(str(int(d)) for d in dims) + " ]"
+
+
+def render_config(info: ArtifactInfo, *, max_batch: int, instances: int, preferred: Sequence[int],
+                  max_queue_delay_us: int) -> str:
+    batched = info.fixed_batch is None
+    lines = [
+        f"# Generated by vitdeploy from {info.path.name} "
+        f"(model {info.metadata.get('model', '?')}, precision {info.metadata.get('precision', '?')}).",
+        f'name: "{info.name}"',
+        f'platform: "{info.platform}"',
+        f"max_batch_size: {max_batch if batched else 0}",
+    ]
+
+    def io(kind: str, t: IOSpec) -> List[str]:
+        if t.dtype not in TRITON_DTYPES:
+            raise UserError(f"{info.path}: {t.name!r} has dtype {t.dtype}, which Triton configs cannot express")
+        dims = t.dims if batched else t.shape
+        return [f"{kind} [", "  {", f'    name: "{t.name}"', f"    data_type: {TRITON_DTYPES[t.dtype]}",
+                f"    dims: {_dims_text(dims)}", "  }", "]"]
+
+    for t in info.inputs:
+        lines += io("input", t)
+    for t in info.outputs:
+        lines += io("output", t)
+    if batched:
+        lines += ["dynamic_batching {"]
+        lines += [f"  preferred_batch_size: {_dims_text(preferred)}" if preferred else ""]
+        lines += [f"  max_queue_delay_microseconds: {int(max_queue_delay_us)}", "}"]
+    group = ["instance_group [", "  {", f"    count: {instances}"]
+    if info.kind == "engine":
+        group.append("    kind: KIND_GPU")  # TensorRT plans only run on the GPU they were built for
+    group += ["  }", "]"]
+    lines += group
+    return "\n".join(line for line in lines if line != "") + "\n"
+
+
+def parse_config(text: str, where: str = "config.pbtxt"):
+    """Parse with Triton's own ModelConfig schema (shipped in tritonclient): unknown fields, bad enums
+    and type errors are caught here rather than by tritonserver at load time."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise UserError("validating a Triton config needs tritonclient: pip install 'vitdeploy[serve]'")
+    cfg = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, cfg)
+    except text_format.ParseError as e:
+        raise UserError(f"{where}: not a valid Triton model config: {e}")
+    return cfg
+
+
+def _check_config(cfg, info: ArtifactInfo, max_batch: int, preferred: Sequence[int]) -> None:
+    """Semantic rules the schema cannot express but tritonserver enforces at load time."""
+    problems = []
+    if cfg.name != info.name:
+        problems.append(f"name {cfg.name!r} != directory {info.name!r}")
+    if cfg.max_batch_size > 0:
+        if any(p > cfg.max_batch_size or p < 1 for p in cfg.dynamic_batching.preferred_batch_size):
+            problems.append("preferred_batch_size outside 1..max_batch_size")
+    for t in list(cfg.input) + list(cfg.output):
+        if not t.dims:
+            problems.append(f"{t.name}: empty dims")
+    if problems:
+        raise UserError(f"generated config.pbtxt for {info.name} is inconsistent: {'; '.join(problems)}")
+
+
+def _external_data_files(path: Path) -> List[str]:
+    """Files an ONNX references through external data; a repository without them cannot load."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    files = set()
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for kv in t.external_data:
+                if kv.key == "location":
+                    files.add(kv.value)
+    return sorted(files)
+
+
+def _mkdtemp_near(out_dir: Path, name: str, suffix: str) -> Path:
+    """A scratch dir on the same filesystem as out_dir (so rename is atomic), outside the repository
+    when the parent is writable, so a polling tritonserver never mistakes it for a model."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{name}.", suffix=suffix, dir=out_dir.parent))
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=suffix, dir=out_dir))
+
+
+def write_triton_repo(artifact: os.PathLike, out_dir: os.PathLike, *, max_batch: int = 16, instances: int = 1,
+                      model_name: Optional[str] = None, preferred_batch_sizes: Optional[Sequence[int]] = None,
+                      max_queue_delay_us: int = 500, plugin_lib: Optional[os.PathLike] = None) -> Path:
+    """Write `out_dir/<name>/config.pbtxt` + `out_dir/<name>/1/model.{plan,onnx}` + `out_dir/README.md`.
+
+    The model directory is assembled in a temporary directory beside `out_dir` and renamed into
+    place, so a running tritonserver polling the repository never sees a half-written model.
+    Returns the model directory.
+    """
+    info = describe_artifact(artifact, model_name)
+    info.check_max_batch(max_batch)
+    if instances < 1:
+        raise UserError(f"--instances must be >= 1, got {instances}")
+    if info.fixed_batch is not None:
+        max_batch = info.fixed_batch  # the config cannot batch a fixed-batch graph; recorded as-is
+    preferred = sorted(set(int(p) for p in preferred_batch_sizes)) if preferred_batch_sizes else \
+        default_preferred(info, max_batch)
+    if any(p < 1 or p > max_batch for p in preferred):
+        raise UserError(f"preferred batch sizes {preferred} must lie in 1..{max_batch} (--max-batch)")
+    text = render_config(info, max_batch=max_batch, instances=instances, preferred=preferred,
+                         max_queue_delay_us=max_queue_delay_us)
+    cfg = parse_config(text, f"{info.name}/config.pbtxt")
+    _check_config(cfg, info, max_batch, preferred)
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"-o {out_dir}: exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extra = _external_data_files(info.path) if info.kind == "onnx" else []
+    for f in extra:
+        if not (info.path.parent / f).is_file():
+            raise UserError(f"{info.path}: external data file {f} is missing beside the model")
+    final = out_dir / info.name
+    tmp = _mkdtemp_near(out_dir, info.name, ".tmp")
+    try:
+        vdir = tmp / "1"
+        vdir.mkdir()
+        shutil.copyfile(info.path, vdir / info.model_filename)
+        for f in extra:
+            shutil.copyfile(info.path.parent / f, vdir / f)
+        (tmp / "config.pbtxt").write_text(text)
+        if info.kind == "engine":
+            (tmp / "vitdeploy_manifest.json").write_text(json.dumps(info.manifest, indent=2) + "\n")
+        # re-read what was written: the file on disk is what tritonserver will parse
+        parse_config((tmp / "config.pbtxt").read_text(), str(final / "config.pbtxt"))
+        os.chmod(tmp, 0o755)
+        old = None
+        if final.exists():
+            old = _mkdtemp_near(out_dir, info.name, ".old")
+            os.replace(final, old / "m")
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_readme(out_dir, plugin_lib)
+    return final
+
+
+def _repo_models(out_dir: Path) -> List[Dict[str, str]]:
+    models = []
+    for d in sorted(out_dir.iterdir()):
+        cfgp = d / "config.pbtxt"
+        if d.is_dir() and cfgp.is_file():
+            try:
+                cfg = parse_config(cfgp.read_text(), str(cfgp))
+            except UserError:
+                continue
+            models.append({"name": cfg.name, "platform": cfg.platform, "max_batch": str(cfg.max_batch_size),
+                           "inputs": ", ".join(f"{t.name} {list(t.dims)}" for t in cfg.input),
+                           "outputs": ", ".join(f"{t.name} {list(t.dims)}" for t in cfg.output)})
+    return models
+
+
+def _write_readme(out_dir: Path, plugin_lib: Optional[os.PathLike]) -> None:
+    models = _repo_models(out_dir)
+    has_plan = any(m["platform"] == "tensorrt_plan" for m in models)
+    lib = str(plugin_lib) if plugin_lib else "/path/to/libvitdeploy_plugins.so"
+    rows = "\n".join(f"| `{m['name']}` | `{m['platform']}` | {m['max_batch']} | {m['inputs']} | {m['outputs']} |"
+                     for m in models)
+    text = f"""# Triton model repository (generated by `vitdeploy triton-repo`)
+
+| model | platform | max batch | inputs (dims without batch) | outputs |
+|---|---|---|---|---|
+{rows}
+
+Each model is `<name>/config.pbtxt` plus `<name>/1/model.onnx` or `<name>/1/model.plan`; the config
+was validated against Triton's `ModelConfig` protobuf schema when it was written.
+
+## Start the server
+
+```
+tritonserver --model-repository=$(pwd)/{out_dir.name}
+```
+
+(or the NGC container: `docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002
+-v $(pwd)/{out_dir.name}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models`).
+Health: `curl localhost:8000/v2/health/ready`; metrics: `curl localhost:8002/metrics`; query with
+`python examples/client.py --url localhost:8000 --images DIR`.
+
+## ONNX models (`onnxruntime_onnx`)
+
+Nothing to load. SparseViT's `vitdeploy::WindowGather` / `WindowScatter` nodes carry model-local
+ONNX functions whose bodies are standard ops, and ONNX Runtime (CPU or CUDA execution provider)
+runs them by inlining those bodies. `instance_group` has no `kind`, so Triton places the model on
+a GPU when one is visible and on the CPU otherwise.
+
+## TensorRT engines (`tensorrt_plan`)
+
+A plan only runs with the TensorRT version and GPU it was built with (see
+`<name>/vitdeploy_manifest.json`): use the Triton release whose TensorRT matches the manifest.
+{"This repository holds at least one engine." if has_plan else ""}
+An engine built with our window gather/scatter plugin needs the plugin library loaded into the
+server before the plan is deserialized. Either preload it:
+
+```
+LD_PRELOAD={lib}:${{LD_PRELOAD}} tritonserver --model-repository=$(pwd)/{out_dir.name}
+```
+
+or let the TensorRT backend open it (several libraries separated by `;`):
+
+```
+tritonserver --model-repository=$(pwd)/{out_dir.name} --backend-config=tensorrt,plugins="{lib}"
+```
+
+Both only `dlopen` the library: its plugin creators must register themselves when the library is
+loaded. An engine built without the plugin (the ONNX functions' bodies were inlined) needs nothing.
+"""
+    tmp = out_dir / ".README.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out_dir / "README.md")

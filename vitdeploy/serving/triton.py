@@ -1,0 +1,428 @@
+"""`vitdeploy serve`: a real Triton Inference Server (through PyTriton) in front of our Runner.
+
+We do not write a server: Triton does the HTTP/gRPC protocols, request validation (shape, dtype,
+batch limit), dynamic batching, instance scheduling and Prometheus metrics. PyTriton starts the
+tritonserver binary it ships and forwards each (batched) request to a Python callable in this
+process, which runs the same Runner that `validate` and `bench` use, so outputs over the wire
+equal the direct Runner's outputs.
+
+Run as a module for a CLI-independent entry point (tests, debugging):
+    python -m vitdeploy.serving.triton ARTIFACT --http-port 8000 --grpc-port 8001
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import sysconfig
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from vitdeploy.errors import CheckFailed, UserError
+from vitdeploy.serving.repository import ArtifactInfo, default_preferred, describe_artifact, write_triton_repo
+
+__all__ = ["serve", "write_triton_repo", "ServerInfo", "ensure_libpython_visible", "main"]
+
+DEFAULT_QUEUE_DELAY_US = 500
+LOG = logging.getLogger("vitdeploy.serving")
+
+
+@dataclass
+class ServerInfo:
+    model_name: str
+    http_url: str
+    grpc_url: str
+    metrics_url: str
+    backend: str
+    max_batch: int
+    instances: int
+    dynamic_batching: bool
+    inputs: List[dict]
+    outputs: List[dict]
+    server_pids: List[int]
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def ensure_libpython_visible(env: Optional[Dict[str, str]] = None) -> str:
+    """Put this interpreter's libpython directory first on LD_LIBRARY_PATH.
+
+    PyTriton's Python-backend stub links `libpython3.X.so.1.0` dynamically. Without help the loader
+    takes the first one on the default path: on a machine with a pyenv/conda interpreter and a
+    distribution Python of the same minor version, that is the *distribution's* library, whose C
+    core does not match our stdlib (the stub dies with e.g. "'_thread.RLock' object has no
+    attribute '_recursion_count'"). tritonserver inherits our environment, so setting it here,
+    before PyTriton spawns the server, is enough. Returns the directory (or "" if not needed).
+    """
+    env = os.environ if env is None else env
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        raise UserError(f"{sys.executable} is a statically linked Python; PyTriton's backend stub needs "
+                        "libpython as a shared library (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared "
+                        "pyenv install ...; or use a distribution/conda Python)")
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    ldlib = sysconfig.get_config_var("LDLIBRARY") or ""
+    if not libdir or not (Path(libdir) / ldlib).exists():
+        return ""
+    parts = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+    if not parts or os.path.realpath(parts[0]) != os.path.realpath(libdir):
+        parts = [libdir] + [p for p in parts if os.path.realpath(p) != os.path.realpath(libdir)]
+        env["LD_LIBRARY_PATH"] = ":".join(parts)
+    return libdir
+
+
+def _check_port(host: str, port: int, what: str) -> None:
+    if not (0 < port < 65536):
+        raise UserError(f"--{what}-port {port} is not a valid TCP port")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR as tritonserver does: only a socket that is really listening makes this fail
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UserError(f"{what} port {host}:{port} is not available ({e.strerror}); "
+                            f"pick another with --{what}-port or stop what is using it")
+
+
+def _metadata_int(info: ArtifactInfo, key: str, default: Optional[int] = None) -> Optional[int]:
+    v = info.metadata.get(key)
+    try:
+        return int(json.loads(v)) if v not in (None, "", "null") else default
+    except (ValueError, TypeError):
+        return default
+
+
+def _make_runner(info: ArtifactInfo, backend: str, threads: Optional[int], plugin_lib: Optional[str],
+                 checkpoint: Optional[str], shared_torch=None):
+    from vitdeploy.engines.runners import TorchRunner, make_artifact_runner
+
+    if backend == "torch":
+        return TorchRunner(shared_torch, input_name=info.inputs[0].name,
+                           output_names=[o.name for o in info.outputs],
+                           input_shape=info.inputs[0].shape, threads=threads, name="torch")
+    if info.kind == "engine" and backend != "trt":
+        raise UserError(f"{info.path} is a TensorRT engine: serve it with --backend trt")
+    return make_artifact_runner(backend, str(info.path), threads, plugin_lib)
+
+
+def _build_torch_model(info: ArtifactInfo, checkpoint: Optional[str]):
+    """The PyTorch original of the artifact, rebuilt from its metadata (for A/B checks over the wire)."""
+    from vitdeploy.models.registry import build_model
+
+    meta = info.metadata
+    if not meta.get("model"):
+        raise UserError(f"{info.path}: no vitdeploy.model metadata, so --backend torch cannot rebuild the "
+                        "PyTorch model; use --backend ort")
+    sparsity = meta.get("sparsity")
+    sparsity = json.loads(sparsity) if sparsity not in (None, "", "null") else None
+    if checkpoint is None:
+        warnings.warn("--backend torch without --checkpoint serves RANDOM weights: outputs will not match "
+                      "the artifact", stacklevel=2)
+    return build_model(meta["model"], num_classes=_metadata_int(info, "num_classes", 1000),
+                       img_size=_metadata_int(info, "img_size"), task=meta.get("task", "classify"),
+                       sparsity=sparsity, checkpoint=checkpoint)
+
+
+def _infer_fn(runner, info: ArtifactInfo):
+    """The callable PyTriton runs for one model instance: a (dynamically) batched request in,
+    the Runner's outputs out. Triton already rejected wrong names/shapes/dtypes/batch sizes."""
+    from pytriton.decorators import batch
+
+    in_names = [t.name for t in info.inputs]
+    outs = [(t.name, np.dtype(t.dtype)) for t in info.outputs]
+    fixed = info.fixed_batch
+
+    @batch
+    def infer(**inputs):
+        feeds = {n: np.ascontiguousarray(inputs[n], dtype=np.dtype(t.dtype))
+                 for n, t in zip(in_names, info.inputs)}
+        n = feeds[in_names[0]].shape[0]
+        if fixed is None or n == fixed:
+            res = runner.infer(feeds)
+        else:
+            # a graph exported with a fixed batch: run it chunk by chunk (zero-padding the last one)
+            parts = []
+            for s in range(0, n, fixed):
+                chunk = {k: v[s:s + fixed] for k, v in feeds.items()}
+                m = chunk[in_names[0]].shape[0]
+                if m < fixed:
+                    chunk = {k: np.concatenate([v, np.zeros((fixed - m,) + v.shape[1:], v.dtype)])
+                             for k, v in chunk.items()}
+                parts.append({k: v[:m] for k, v in runner.infer(chunk).items()})
+            res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return {name: np.ascontiguousarray(res[name], dtype=dt) for name, dt in outs}
+
+    return infer
+
+
+def _server_children(known: Sequence[int] = ()) -> List["psutil.Process"]:  # noqa: F821
+    import psutil
+
+    try:
+        kids = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    out = []
+    for p in kids:
+        if p.pid in known:
+            continue
+        try:
+            # multiprocessing's resource tracker belongs to this interpreter, not to the server: it
+            # exits with us and must not be waited for here
+            if "multiprocessing.resource_tracker" in " ".join(p.cmdline()):
+                continue
+        except psutil.Error:
+            continue
+        out.append(p)
+    return out
+
+
+def _reap(procs, timeout: float = 15.0) -> List[int]:
+    """Wait for PyTriton's processes to exit; kill what is still there. Returns pids we had to kill."""
+    import psutil
+
+    procs = [p for p in procs if p.is_running()]
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    killed = []
+    for p in alive:
+        try:
+            p.kill()
+            killed.append(p.pid)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    return killed
+
+
+def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port: int = 8000,
+          grpc_port: int = 8001, metrics_port: int = 8002, max_batch: int = 16,
+          max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, preferred_batch_sizes: Optional[Sequence[int]] = None,
+          dynamic_batching: bool = True, instances: int = 1, model_name: Optional[str] = None,
+          plugin_lib: Optional[str] = None, threads: Optional[int] = None, checkpoint: Optional[str] = None,
+          ready_callback: Optional[Callable[[ServerInfo], None]] = None,
+          stop_event: Optional[threading.Event] = None, verbose: bool = False,
+          startup_timeout_s: float = 120.0) -> ServerInfo:
+    """Serve `artifact` until SIGINT/SIGTERM (or `stop_event`), then shut Triton down cleanly.
+
+    Blocks. `ready_callback(ServerInfo)` runs once the model answers on every endpoint. On return
+    no tritonserver / backend-stub process started here is left running.
+    """
+    info = describe_artifact(artifact, model_name)
+    info.check_max_batch(max_batch)
+    if instances < 1:
+        raise UserError(f"--instances must be >= 1, got {instances}")
+    if max_queue_delay_us < 0:
+        raise UserError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
+    if backend not in ("ort", "ort-cuda", "trt", "torch"):
+        raise UserError(f"--backend {backend!r}: choose one of ort, ort-cuda, trt, torch")
+    ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+    if len(set(ports.values())) != 3:
+        raise UserError(f"HTTP, gRPC and metrics ports must differ (got {ports})")
+    for what, port in ports.items():
+        _check_port(host, port, what)
+    preferred = sorted(set(int(p) for p in preferred_batch_sizes)) if preferred_batch_sizes else \
+        default_preferred(info, max_batch)
+    if any(p < 1 or p > max_batch for p in preferred):
+        raise UserError(f"preferred batch sizes {preferred} must lie in 1..{max_batch} (--max-batch)")
+    try:
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+        from pytriton.triton import Triton, TritonConfig
+    except ImportError as e:
+        raise UserError(f"serving needs PyTriton ({e.name} missing): pip install 'vitdeploy[serve]'")
+
+    if not verbose:
+        for name in ("pytriton", "sh"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    ensure_libpython_visible()
+
+    if threads is None and backend in ("ort", "torch") and instances > 1:
+        threads = max(1, (os.cpu_count() or 1) // instances)  # instances share the cores, not oversubscribe
+    torch_model = _build_torch_model(info, checkpoint) if backend == "torch" else None
+    runners = [_make_runner(info, backend, threads, plugin_lib, checkpoint, torch_model) for _ in range(instances)]
+
+    stop = stop_event or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+
+    before = {p.pid for p in _server_children()}
+    cfg = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
+                       metrics_address=host, metrics_port=metrics_port, exit_timeout_secs=10,
+                       log_verbose=1 if verbose else 0)
+    batcher = DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us,
+                             preferred_batch_size=preferred) if dynamic_batching else None
+    triton = owner = None
+    server_info = None
+    try:
+        triton = Triton(config=cfg)
+        triton.bind(
+            model_name=info.name,
+            infer_func=[_infer_fn(r, info) for r in runners],
+            inputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.dims)) for t in info.inputs],
+            outputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.dims)) for t in info.outputs],
+            config=ModelConfig(batching=True, max_batch_size=max_batch, batcher=batcher),
+            strict=True,
+        )
+        owner = _ServerOwner(triton, verbose)
+        owner.start(startup_timeout_s, stop)
+        server_info = ServerInfo(
+            model_name=info.name, http_url=f"{_fmt_host(host)}:{http_port}", grpc_url=f"{_fmt_host(host)}:{grpc_port}",
+            metrics_url=f"http://{_fmt_host(host)}:{metrics_port}/metrics", backend=backend, max_batch=max_batch,
+            instances=instances, dynamic_batching=dynamic_batching,
+            inputs=[{"name": t.name, "shape": t.shape, "dtype": t.dtype} for t in info.inputs],
+            outputs=[{"name": t.name, "shape": t.shape, "dtype": t.dtype} for t in info.outputs],
+            server_pids=[p.pid for p in _server_children(before)])
+        if ready_callback is not None and not stop.is_set():
+            ready_callback(server_info)
+        while not stop.wait(0.5):
+            if not triton.is_alive():
+                raise CheckFailed("Triton Inference Server exited unexpectedly; last log lines:\n"
+                                  + _log_tail(triton))
+    finally:
+        if triton is not None:
+            triton.stop()
+        if owner is not None:
+            owner.close()
+        leftovers = _server_children(before)
+        killed = _reap(leftovers)
+        if killed:
+            LOG.warning("killed %d server process(es) that did not exit on their own: %s", len(killed), killed)
+        for r in runners:
+            r.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return server_info
+
+
+def _fmt_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _log_tail(triton, n: int = 20) -> str:
+    try:
+        return "\n".join(triton._triton_server.logs().splitlines()[-n:])  # PyTriton keeps them in memory
+    except Exception:
+        return "(no logs)"
+
+
+class _ServerOwner:
+    """Starts Triton in a thread that lives as long as the server does.
+
+    PyTriton spawns tritonserver with PR_SET_PDEATHSIG, which the kernel ties to the *thread* that
+    forked it: a thread that started the server and returned would take the server down with it.
+    The thread also bounds start-up: PyTriton's own wait is minutes long, and a server that cannot
+    start should fail in seconds with its log rather than hang the CLI.
+    """
+
+    def __init__(self, triton, verbose: bool):
+        self.triton = triton
+        self.verbose = verbose
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._main, name="vitdeploy-triton-owner", daemon=True)
+
+    def _main(self):
+        try:
+            t = self.triton
+            t._initialize_server()  # private in 0.7.0: lets us silence the server log before it starts
+            if hasattr(t._triton_server, "_verbose"):
+                t._triton_server._verbose = self.verbose
+            t.run()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            self.error = e
+        finally:
+            self.started.set()
+        self.release.wait()
+
+    def start(self, timeout_s: float, stop: threading.Event) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.started.wait(0.2):
+            if stop.is_set():
+                return
+            server = getattr(self.triton, "_triton_server", None)
+            if server is not None and getattr(server, "_tritonserver_running_cmd", None) is not None \
+                    and not server.is_alive():
+                raise CheckFailed("tritonserver exited during start-up; last log lines:\n" + _log_tail(self.triton))
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"Triton did not become ready within {timeout_s:.0f}s; last log lines:\n"
+                                  + _log_tail(self.triton))
+        if self.error is not None:
+            e = self.error
+            raise CheckFailed(f"Triton failed to start: {type(e).__name__}: {e}\n{_log_tail(self.triton)}")
+
+    def close(self) -> None:
+        self.release.set()
+        self.thread.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------------------------
+# module entry point (the `vitdeploy serve` CLI calls `serve` the same way)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", help=".onnx or .engine (with its .json manifest)")
+    p.add_argument("--backend", default="ort", choices=["ort", "ort-cuda", "trt", "torch"])
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--max-queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US)
+    p.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=None)
+    p.add_argument("--no-dynamic-batching", action="store_true",
+                   help="run each request as it arrives (Triton's default scheduler)")
+    p.add_argument("--instances", type=int, default=1)
+    p.add_argument("--model-name", default=None)
+    p.add_argument("--plugin-lib", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--checkpoint", default=None, help="weights for --backend torch")
+    p.add_argument("--verbose", action="store_true", help="show tritonserver's log")
+
+
+def serve_from_args(a: argparse.Namespace) -> ServerInfo:
+    def ready(si: ServerInfo):
+        print(f"serving {si.model_name} ({si.backend}, max batch {si.max_batch}, {si.instances} instance(s), "
+              f"dynamic batching {'on' if si.dynamic_batching else 'off'}): http {si.http_url}  "
+              f"grpc {si.grpc_url}  metrics {si.metrics_url}  (Ctrl+C to stop)", flush=True)
+        print("READY " + json.dumps(si.as_dict()), flush=True)
+
+    return serve(a.artifact, backend=a.backend, host=a.host, http_port=a.http_port, grpc_port=a.grpc_port,
+                 metrics_port=a.metrics_port, max_batch=a.max_batch, max_queue_delay_us=a.max_queue_delay_us,
+                 preferred_batch_sizes=a.preferred_batch_sizes, dynamic_batching=not a.no_dynamic_batching,
+                 instances=a.instances, model_name=a.model_name, plugin_lib=a.plugin_lib, threads=a.threads,
+                 checkpoint=a.checkpoint, ready_callback=ready, verbose=a.verbose)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vitdeploy.serving.triton", description=__doc__.split("\n")[0])
+    add_serve_arguments(p)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
+    try:
+        serve_from_args(a)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except CheckFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
