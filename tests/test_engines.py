@@ -1,0 +1,407 @@
+"""Engines: manifest logic, batch profiles and the no-TensorRT path (tier 1, CPU), and real
+TensorRT builds / parity / C++ runner (tier 3, `tensorrt` marker, skipped without TensorRT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from vitdeploy.engines import manifest as mf
+from vitdeploy.errors import CheckFailed, UserError
+
+
+def _trt_import_error():
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as e:  # noqa: BLE001  (ImportError or OSError: libnvinfer missing)
+        return f"{type(e).__name__}: {e}".splitlines()[0]
+    return None
+
+
+TRT_ERR = _trt_import_error()
+requires_trt = pytest.mark.skipif(TRT_ERR is not None, reason=f"TensorRT not importable: {TRT_ERR}")
+
+
+def _tiny_onnx(path, batch="batch"):
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 8, 8])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 3])
+    ax = helper.make_tensor("ax", TensorProto.INT64, [2], [2, 3])
+    g = helper.make_graph([helper.make_node("ReduceMean", ["images", "ax"], ["logits"], keepdims=0)],
+                          "tiny", [x], [y], [ax])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+    m.ir_version = 10
+    helper.set_model_props(m, {"vitdeploy.model": "tiny", "vitdeploy.precision": "fp32"})
+    onnx.save(m, str(path))
+    return path
+
+
+def _manifest(**over):
+    base = mf.make_manifest(
+        engine_path="/x/m.engine", onnx_path="/x/m.onnx", onnx_sha256="a" * 64,
+        onnx_metadata={"vitdeploy.model": "swin_t"}, precision="fp16",
+        profile={"images": {"min": [1, 3, 224, 224], "opt": [4, 3, 224, 224], "max": [8, 3, 224, 224]}},
+        inputs=[{"name": "images", "shape": ["batch", 3, 224, 224], "dtype": "float32"}],
+        outputs=[{"name": "logits", "shape": ["batch", 1000], "dtype": "float32"}],
+        tensorrt_version="10.16.0.1", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0",
+        plugin_lib="/x/libvitdeploy_plugins.so", plugin_lib_sha256="b" * 64, engine_sha256="c" * 64,
+        build_time_s=12.3456,
+        builder_options={"min_batch": 1, "opt_batch": 4, "max_batch": 8, "opt_level": 3, "workspace_gib": None,
+                         "timing_cache": "/x/cache.bin"})
+    base.update(over)
+    return base
+
+
+# ---------------------------------------------------------------- tier 1: manifest
+
+def test_manifest_roundtrip_and_fields(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    m = _manifest()
+    path = mf.write_manifest(mf.manifest_path(engine), m)
+    assert path.name == "m.engine.json"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic: no leftovers
+    got = mf.read_manifest(engine)
+    assert got == json.loads(json.dumps(m))
+    for key in ("vitdeploy_version", "tensorrt_version", "gpu_name", "compute_capability", "precision",
+                "profile", "onnx_sha256", "plugin_lib_sha256", "onnx_metadata", "inputs", "outputs",
+                "build_time_s", "builder_options"):
+        assert key in got
+
+
+def test_manifest_missing_or_foreign(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    with pytest.raises(UserError, match="no manifest"):
+        mf.read_manifest(engine)
+    mf.manifest_path(engine).write_text('{"hello": 1}')
+    with pytest.raises(UserError, match="not a vitdeploy engine manifest"):
+        mf.read_manifest(engine)
+    mf.manifest_path(engine).write_text("{broken")
+    with pytest.raises(UserError, match="unreadable"):
+        mf.read_manifest(engine)
+
+
+def test_check_manifest_same_setup_is_clean():
+    m = _manifest()
+    assert mf.check_manifest(m, trt_version="10.16.0.1", gpu_name="NVIDIA H100 80GB HBM3",
+                             compute_capability="9.0", plugin_lib_sha256="b" * 64) == []
+
+
+def test_check_manifest_reports_each_difference():
+    m = _manifest()
+    diffs = mf.check_manifest(m, trt_version="11.4.0.106", gpu_name="NVIDIA L4", compute_capability="8.9",
+                              plugin_lib_sha256="d" * 64)
+    text = "\n".join(diffs)
+    assert len(diffs) == 4
+    assert "10.16.0.1" in text and "11.4.0.106" in text
+    assert "9.0" in text and "8.9" in text
+    assert "NVIDIA L4" in text
+    assert "plugin library" in text
+    missing = mf.check_manifest(m, trt_version="10.16.0.1", gpu_name="NVIDIA H100 80GB HBM3",
+                                compute_capability="9.0", plugin_lib_sha256=None)
+    assert len(missing) == 1 and "no plugin library" in missing[0]
+    # an engine without plugin layers does not care about the library
+    noplug = _manifest(plugin_lib_sha256=None, plugin_lib_path=None)
+    assert mf.check_manifest(noplug, trt_version="10.16.0.1", gpu_name="NVIDIA H100 80GB HBM3",
+                             compute_capability="9.0", plugin_lib_sha256=None) == []
+
+
+def test_rebuild_command_uses_recorded_options():
+    cmd = mf.rebuild_command(_manifest(), "/x/out dir/m.engine")
+    assert cmd.startswith("vitdeploy build /x/m.onnx -o '/x/out dir/m.engine'")
+    for part in ("--plugin-lib /x/libvitdeploy_plugins.so", "--min-batch 1", "--opt-batch 4", "--max-batch 8",
+                 "--timing-cache /x/cache.bin"):
+        assert part in cmd
+    assert "--plugin-lib" not in mf.rebuild_command(_manifest(plugin_lib_sha256=None, plugin_lib_path=None))
+
+
+def test_assert_compatible_message(tmp_path, monkeypatch):
+    """The environment probe is replaced by fixed values; the comparison and message are real."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    lib = tmp_path / "libvitdeploy_plugins.so"
+    lib.write_bytes(b"lib v2")
+    import hashlib
+
+    m = _manifest(engine_sha256=hashlib.sha256(b"plan").hexdigest(), plugin_lib_sha256="b" * 64)
+    mf.write_manifest(mf.manifest_path(engine), m)
+    monkeypatch.setattr(mf, "current_environment", lambda: {
+        "tensorrt_version": "11.4.0.106", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    with pytest.raises(CheckFailed) as ei:
+        mf.assert_compatible(engine, plugin_lib=str(lib))
+    msg = str(ei.value)
+    assert "10.16.0.1" in msg and "11.4.0.106" in msg and "plugin library" in msg
+    assert f"vitdeploy build /x/m.onnx -o {engine}" in msg and "--max-batch 8" in msg
+    assert "\n" not in msg
+    # same setup + same library -> OK; a replaced engine file is caught by its sha256
+    monkeypatch.setattr(mf, "current_environment", lambda: {
+        "tensorrt_version": "10.16.0.1", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    mf.write_manifest(mf.manifest_path(engine), dict(m, plugin_lib_sha256=mf.sha256_file(lib)))
+    assert mf.assert_compatible(engine, plugin_lib=str(lib))["precision"] == "fp16"
+    engine.write_bytes(b"other plan")
+    with pytest.raises(CheckFailed, match="sha256 differs"):
+        mf.assert_compatible(engine, plugin_lib=str(lib))
+    with pytest.raises(UserError, match="not found"):
+        mf.assert_compatible(tmp_path / "nope.engine")
+
+
+# ---------------------------------------------------------------- tier 1: profiles
+
+def test_profile_dynamic_batch():
+    p = mf.profile_from_batches(["batch", 3, 224, 224], 1, 4, 16)
+    assert p == {"min": [1, 3, 224, 224], "opt": [4, 3, 224, 224], "max": [16, 3, 224, 224]}
+
+
+def test_profile_static_batch():
+    assert mf.profile_from_batches([2, 3, 672, 672], 2, 2, 2)["max"] == [2, 3, 672, 672]
+    with pytest.raises(UserError, match="static batch of 2"):
+        mf.profile_from_batches([2, 3, 672, 672], 1, 2, 4)
+
+
+@pytest.mark.parametrize("mn,op,mx,msg", [
+    (0, 1, 1, ">= 1"), (2, 1, 4, "min <= opt <= max"), (1, 8, 4, "min <= opt <= max"), (1.5, 2, 2, "integers"),
+])
+def test_profile_bad_batches(mn, op, mx, msg):
+    with pytest.raises(UserError, match=msg):
+        mf.profile_from_batches(["batch", 3, 224, 224], mn, op, mx)
+
+
+def test_profile_dynamic_resolution_rejected():
+    with pytest.raises(UserError, match="only the batch may vary"):
+        mf.profile_from_batches(["batch", 3, "h", "w"], 1, 1, 1)
+
+
+# ---------------------------------------------------------------- tier 1: no TensorRT
+
+def test_inspect_onnx_and_input_errors(tmp_path):
+    from vitdeploy.engines.build import build_engine, inspect_onnx
+
+    path = _tiny_onnx(tmp_path / "t.onnx")
+    info = inspect_onnx(path)
+    assert info["inputs"] == [{"name": "images", "shape": ["batch", 3, 8, 8], "dtype": "float32"}]
+    assert info["precision"] == "fp32" and info["plugin_nodes"] == 0
+    assert info["metadata"] == {"vitdeploy.model": "tiny", "vitdeploy.precision": "fp32"}
+    with pytest.raises(UserError, match="not found"):
+        build_engine(tmp_path / "missing.onnx", tmp_path / "m.engine")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00junk")
+    with pytest.raises(UserError, match="not a readable ONNX"):
+        build_engine(tmp_path / "junk.onnx", tmp_path / "m.engine")
+    with pytest.raises(UserError, match="min <= opt <= max"):
+        build_engine(path, tmp_path / "m.engine", min_batch=4, opt_batch=2, max_batch=8)
+    static = _tiny_onnx(tmp_path / "s.onnx", batch=1)
+    with pytest.raises(UserError, match="static batch"):
+        build_engine(static, tmp_path / "m.engine", max_batch=8)
+    assert not (tmp_path / "m.engine").exists()
+
+
+@pytest.mark.skipif(TRT_ERR is None, reason="TensorRT is importable here; the no-TensorRT message cannot be shown")
+def test_build_without_tensorrt_says_how_to_install(tmp_path):
+    from vitdeploy.engines.build import build_engine
+
+    path = _tiny_onnx(tmp_path / "t.onnx")
+    with pytest.raises(UserError) as ei:
+        build_engine(path, tmp_path / "m.engine", max_batch=4, opt_batch=2)
+    msg = str(ei.value)
+    assert msg == ("TensorRT is not installed: pip install 'vitdeploy[tensorrt]' --extra-index-url "
+                   "https://pypi.nvidia.com (needs an NVIDIA GPU driver)")
+    assert not (tmp_path / "m.engine").exists() and not (tmp_path / "m.engine.json").exists()
+
+
+@pytest.mark.skipif(TRT_ERR is None, reason="TensorRT is importable here; the no-TensorRT message cannot be shown")
+def test_trt_runner_without_tensorrt(tmp_path):
+    from vitdeploy.engines.runners import make_artifact_runner
+    from vitdeploy.engines.trt_runner import TrtRunner
+
+    with pytest.raises(UserError, match="TensorRT is not installed"):
+        TrtRunner(tmp_path / "m.engine")
+    with pytest.raises(UserError, match="TensorRT is not installed"):
+        make_artifact_runner("trt", str(tmp_path / "m.engine"))
+
+
+# ---------------------------------------------------------------- tier 3: TensorRT
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
+
+
+def _cos(a, b):
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _export_model(tmp_path, name, sparsity=None, precision="fp32"):
+    """Export through the lead's exporter; returns (torch model, onnx path)."""
+    import inspect
+
+    import torch
+
+    from vitdeploy.export.onnx import export_onnx
+    from vitdeploy.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, img_size=224, sparsity=sparsity) if sparsity is not None else \
+        build_model(name, img_size=224)
+    path = tmp_path / f"{name}_{precision}.onnx"
+    sig = inspect.signature(export_onnx)
+    call = {}
+    for key, val in (("model", model), ("model_name", name), ("name", name), ("img_size", 224),
+                     ("sparsity", sparsity), ("validate", False), ("batch", "dynamic"),
+                     ("precision", precision)):
+        if key in sig.parameters:
+            call[key] = val
+    out_key = next(k for k in ("output", "out", "path", "out_path") if k in sig.parameters)
+    call[out_key] = str(path)
+    first = next(iter(sig.parameters))
+    if first not in call:
+        call[first] = name if first in ("model_name", "name") else model
+    export_onnx(**call)
+    if precision == "fp16" and "precision" not in sig.parameters:
+        from vitdeploy.export.precision import to_fp16
+
+        onnx.save(to_fp16(onnx.load(str(path))), str(path))
+    return model, path
+
+
+def _torch_ref(model, x):
+    import torch
+
+    with torch.inference_mode():
+        out = model(torch.from_numpy(x))
+    return (out if isinstance(out, torch.Tensor) else out[0]).numpy()
+
+
+def _plugin_lib_or_skip():
+    try:
+        from vitdeploy import plugins
+
+        path = plugins.library_path(None)
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"vitdeploy plugin library not available: {e}")
+    if not path or not os.path.isfile(str(path)):
+        pytest.skip("vitdeploy plugin library not built (vitdeploy plugins build)")
+    return str(path)
+
+
+@pytest.mark.tensorrt
+@requires_trt
+def test_trt_build_tiny_and_run(tmp_path):
+    from vitdeploy.engines.build import build_engine
+    from vitdeploy.engines.trt_runner import TrtRunner
+
+    onnx_path = _tiny_onnx(tmp_path / "t.onnx")
+    msgs = []
+    man = build_engine(onnx_path, tmp_path / "t.engine", plugin_lib=False, min_batch=1, opt_batch=2,
+                       max_batch=4, timing_cache=str(tmp_path / "cache.bin"), progress=msgs.append)
+    assert (tmp_path / "t.engine").is_file() and (tmp_path / "t.engine.json").is_file()
+    assert (tmp_path / "cache.bin").is_file()
+    assert man["plugin_lib_sha256"] is None and man["profile"]["images"]["max"] == [4, 3, 8, 8]
+    assert man["onnx_metadata"]["vitdeploy.model"] == "tiny" and msgs
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    with TrtRunner(tmp_path / "t.engine") as r:
+        assert r.device == "cuda" and r.inputs[0].name == "images"
+        y = r.infer({"images": x})["logits"]
+        np.testing.assert_allclose(y, x.mean((2, 3)), rtol=1e-5, atol=1e-6)
+        with pytest.raises(UserError, match="outside the engine's profile"):
+            r.infer({"images": np.zeros((5, 3, 8, 8), np.float32)})
+    # a manifest from another TensorRT refuses to load, with the rebuild command
+    m = mf.read_manifest(tmp_path / "t.engine")
+    mf.write_manifest(mf.manifest_path(tmp_path / "t.engine"), dict(m, tensorrt_version="0.0.0"))
+    with pytest.raises(CheckFailed, match="vitdeploy build"):
+        TrtRunner(tmp_path / "t.engine")
+
+
+@pytest.mark.tensorrt
+@requires_trt
+@pytest.mark.parametrize("name,sparsity,precision", [
+    ("efficientvit_m0", None, "fp32"),
+    ("efficientvit_m0", None, "fp16"),
+    ("swin_t", 0.5, "fp32"),
+    ("swin_t", 0.5, "fp16"),
+])
+def test_trt_engine_parity_vs_pytorch_and_ort(tmp_path, name, sparsity, precision):
+    from vitdeploy.engines.build import build_engine
+    from vitdeploy.engines.runners import OrtRunner
+    from vitdeploy.engines.trt_runner import TrtRunner
+    from vitdeploy.export.precision import THRESHOLDS
+
+    model, onnx_path = _export_model(tmp_path, name, sparsity, precision)
+    engine = tmp_path / f"{name}_{precision}.engine"
+    man = build_engine(onnx_path, engine, min_batch=1, opt_batch=2, max_batch=4)
+    assert man["precision"] == precision
+    th = THRESHOLDS[precision]
+    x = np.random.default_rng(0).standard_normal((4, 3, 224, 224)).astype(np.float32)
+    ref = _torch_ref(model, x)
+    with TrtRunner(engine) as r:
+        out_name = r.outputs[0].name
+        got = r.infer({"images": x})[out_name]
+        got1 = r.infer({"images": x[:1]})[out_name]  # dynamic batch inside the profile
+    ort_out = OrtRunner(str(onnx_path)).infer({"images": x})[out_name]
+    assert _rel(ref, got) < th["max_rel_err"], _rel(ref, got)
+    assert _cos(ref, got) > th["min_cosine"]
+    assert _rel(ort_out, got) < th["max_rel_err"]
+    assert _rel(got[:1], got1) < th["max_rel_err"]
+
+
+@pytest.mark.tensorrt
+@requires_trt
+def test_trt_swin_with_and_without_plugin(tmp_path):
+    from vitdeploy.engines.build import build_engine
+    from vitdeploy.engines.trt_runner import TrtRunner
+
+    lib = _plugin_lib_or_skip()
+    model, onnx_path = _export_model(tmp_path, "swin_t", 0.5, "fp32")
+    with_p = build_engine(onnx_path, tmp_path / "p.engine", plugin_lib=lib, max_batch=2, opt_batch=2)
+    without = build_engine(onnx_path, tmp_path / "n.engine", plugin_lib=False, max_batch=2, opt_batch=2)
+    import tensorrt as trt
+
+    if tuple(int(v) for v in trt.__version__.split(".")[:2]) >= (10, 7):
+        assert with_p["builder_options"]["plugin_layers"] > 0 and with_p["plugin_lib_sha256"]
+    assert without["builder_options"]["plugin_layers"] == 0 and without["plugin_lib_sha256"] is None
+    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    with TrtRunner(tmp_path / "p.engine", plugin_lib=lib) as a, TrtRunner(tmp_path / "n.engine") as b:
+        ya = a.infer({"images": x})[a.outputs[0].name]
+        yb = b.infer({"images": x})[b.outputs[0].name]
+    # both run the same index math: the plugin copies windows exactly like the function body
+    assert _rel(yb, ya) < 1e-4
+    assert _rel(_torch_ref(model, x), ya) < 1e-4
+
+
+@pytest.mark.tensorrt
+@requires_trt
+def test_cpp_runner_matches_trt_runner(tmp_path):
+    from vitdeploy import plugins
+    from vitdeploy.engines.build import build_engine
+    from vitdeploy.engines.trt_runner import TrtRunner
+
+    if not hasattr(plugins, "build"):
+        pytest.skip("vitdeploy.plugins.build is not available")
+    res = plugins.build(with_runner=True)
+    runner_bin = (res.get("runner") if isinstance(res, dict) else getattr(res, "runner", None)) \
+        or shutil.which("vitdeploy-run")
+    if not runner_bin or not os.path.isfile(str(runner_bin)):
+        pytest.fail(f"plugins.build(with_runner=True) did not produce vitdeploy-run: {res!r}")
+    lib = plugins.library_path(None)
+    model, onnx_path = _export_model(tmp_path, "swin_t", 0.5, "fp32")
+    engine = tmp_path / "s.engine"
+    build_engine(onnx_path, engine, plugin_lib=lib, max_batch=2, opt_batch=2)
+    x = np.random.default_rng(2).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    inp = tmp_path / "in.bin"
+    out = tmp_path / "out.bin"
+    x.tofile(inp)
+    with TrtRunner(engine, plugin_lib=lib) as r:
+        ref = r.infer({"images": x})[r.outputs[0].name]
+    # vitdeploy-run contract (C++ runner): --engine, --plugin-lib, --input raw fp32 NCHW with --batch,
+    # --output raw fp32 of the first output.
+    cmd = [str(runner_bin), "--engine", str(engine), "--plugin-lib", str(lib), "--input", str(inp),
+           "--batch", "2", "--output", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = np.fromfile(out, dtype=np.float32).reshape(ref.shape)
+    np.testing.assert_array_equal(got, ref)

@@ -1,0 +1,94 @@
+"""TensorRT engine behind the common Runner interface, on Polygraphy's TrtRunner.
+
+Order matters: the manifest is checked *before* deserializing (a plan from another TensorRT
+version or GPU fails deep inside TensorRT with "Version tag does not match", or a stale plugin
+library crashes), then the plugin library is registered (deserialization looks plugins up in the
+registry), then Polygraphy's `EngineFromPath` + `TrtRunner` deserialize and run it (I/O by tensor
+name, dynamic batch through `set_input_shape`, output allocation by an IOutputAllocator).
+TensorRT and Polygraphy's CUDA wrapper are imported only here, when a runner is created.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from vitdeploy.engines.manifest import assert_compatible, import_tensorrt, resolve_plugin_lib
+from vitdeploy.engines.runners import Runner, TensorSpec
+from vitdeploy.errors import UserError
+
+
+class TrtRunner(Runner):
+    name = "trt"
+
+    def __init__(self, engine_path, plugin_lib: Optional[str] = None, name: str = "trt"):
+        import_tensorrt()  # UserError with the install hint when absent
+        self.name = name
+        self.engine_path = str(engine_path)
+        self.manifest = assert_compatible(engine_path, plugin_lib=plugin_lib)
+        self.plugin_lib = None
+        if self.manifest.get("plugin_lib_sha256") is not None:
+            from vitdeploy.engines.build import load_plugin_library
+
+            self.plugin_lib = resolve_plugin_lib(plugin_lib, required=True)
+            load_plugin_library(self.plugin_lib)
+
+        from polygraphy.backend.trt import EngineFromPath
+        from polygraphy.backend.trt import TrtRunner as _PolyTrtRunner
+        from polygraphy.exception import PolygraphyException
+
+        try:
+            self._runner = _PolyTrtRunner(EngineFromPath(self.engine_path), name=f"vitdeploy-{name}")
+            self._runner.activate()
+        except PolygraphyException as e:
+            raise UserError(f"{engine_path}: TensorRT could not load this engine "
+                            f"({str(e).strip().splitlines()[-1]}); rebuild it with vitdeploy build")
+        self.inputs = [TensorSpec(t["name"], list(t["shape"]), t["dtype"]) for t in self.manifest["inputs"]]
+        self.outputs = [TensorSpec(t["name"], list(t["shape"]), t["dtype"]) for t in self.manifest["outputs"]]
+        self.profile = self.manifest.get("profile", {})
+
+    @property
+    def device(self) -> str:
+        return "cuda"
+
+    def _check_batch(self, name: str, arr: np.ndarray) -> None:
+        prof = self.profile.get(name)
+        if not prof:
+            return
+        lo, hi = prof["min"], prof["max"]
+        if list(arr.shape[1:]) != list(lo[1:]):
+            raise UserError(f"input {name!r} has shape {list(arr.shape)}; the engine takes "
+                            f"[batch, {', '.join(map(str, lo[1:]))}]")
+        if not lo[0] <= arr.shape[0] <= hi[0]:
+            raise UserError(f"batch {arr.shape[0]} is outside the engine's profile {lo[0]}..{hi[0]}; rebuild "
+                            f"with --min-batch/--max-batch covering it")
+
+    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        feed = {}
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise UserError(f"missing input {spec.name!r}; the engine takes {[s.name for s in self.inputs]}")
+            arr = np.ascontiguousarray(feeds[spec.name], dtype=np.dtype(spec.dtype))
+            self._check_batch(spec.name, arr)
+            feed[spec.name] = arr
+        out = self._runner.infer(feed_dict=feed)
+        # Polygraphy returns views of host buffers it reuses on the next call: copy.
+        return {spec.name: np.array(out[spec.name], copy=True) for spec in self.outputs}
+
+    @property
+    def last_inference_time_s(self) -> Optional[float]:
+        """Wall time of the last infer (host->device, compute, device->host), per Polygraphy."""
+        return getattr(self._runner, "inference_time", None)
+
+    def synchronize(self) -> None:
+        # Polygraphy's infer already synchronizes its stream before returning outputs.
+        stream = getattr(self._runner, "stream", None)
+        if stream is not None:
+            stream.synchronize()
+
+    def close(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None and getattr(runner, "is_active", False):
+            runner.deactivate()
+        self._runner = None
