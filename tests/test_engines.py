@@ -392,16 +392,17 @@ def test_cpp_runner_matches_trt_runner(tmp_path):
     engine = tmp_path / "s.engine"
     build_engine(onnx_path, engine, plugin_lib=lib, max_batch=2, opt_batch=2)
     x = np.random.default_rng(2).standard_normal((2, 3, 224, 224)).astype(np.float32)
-    inp = tmp_path / "in.bin"
-    out = tmp_path / "out.bin"
-    x.tofile(inp)
+    inp = tmp_path / "in.npy"
+    out = tmp_path / "out.npy"
+    np.save(inp, x)
     with TrtRunner(engine, plugin_lib=lib) as r:
         ref = r.infer({"images": x})[r.outputs[0].name]
-    # vitdeploy-run contract (C++ runner): --engine, --plugin-lib, --input raw fp32 NCHW with --batch,
-    # --output raw fp32 of the first output.
+    # vitdeploy-run contract (C++ runner, vitdeploy/engines/cpp): --engine, --plugin-lib, --input
+    # images .npy (float32 NCHW), --output .npy of the first output.
     cmd = [str(runner_bin), "--engine", str(engine), "--plugin-lib", str(lib), "--input", str(inp),
-           "--batch", "2", "--output", str(out)]
+           "--output", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    got = np.fromfile(out, dtype=np.float32).reshape(ref.shape)
+    got = np.load(out)
+    assert got.shape == ref.shape and got.dtype == np.float32
     np.testing.assert_array_equal(got, ref)

@@ -245,6 +245,8 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
     trt = import_tensorrt()
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
 
+    env = current_environment()  # GPU name / compute capability: fail before a long build, not after
+
     lib = None
     if plugin_lib is not False:
         lib = resolve_plugin_lib(plugin_lib or None, required=False)
@@ -262,7 +264,10 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
         flags.append(trt.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE)
 
     progress(f"parsing {onnx_path} (TensorRT {trt.__version__}, strongly typed, {info['precision']})")
-    builder, network, parser = _network_loader(str(onnx_path), flags)()
+    from polygraphy.logger import G_LOGGER
+
+    with G_LOGGER.verbosity(G_LOGGER.WARNING):
+        builder, network, parser = _network_loader(str(onnx_path), flags)()
     plugin_layers = _plugin_layer_count(trt, network)
     if info["plugin_nodes"] and lib and plugin_layers == 0:
         progress("note: this TensorRT inlined the window ops' function bodies instead of using the plugin "
@@ -273,20 +278,25 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
         pool_limits = {trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))}
     monitor = _progress_monitor(trt, progress)
     load_cache = timing_cache if timing_cache and Path(timing_cache).is_file() else None
-    config = CreateConfig(
-        profiles=[Profile().add(inp["name"], shapes["min"], shapes["opt"], shapes["max"])],
-        load_timing_cache=load_cache,
-        builder_optimization_level=opt_level,
-        memory_pool_limits=pool_limits,
-        progress_monitor=monitor,
-        tf32=False,
-    )
     from polygraphy.exception import PolygraphyException
 
     progress(f"building engine: batch {min_batch}..{max_batch} (opt {opt_batch}), optimization level {opt_level}")
     t0 = time.monotonic()
+    from polygraphy.logger import G_LOGGER
+
+    with G_LOGGER.verbosity(G_LOGGER.WARNING):
+        config = CreateConfig(
+            profiles=[Profile().add(inp["name"], shapes["min"], shapes["opt"], shapes["max"])],
+            load_timing_cache=load_cache,
+            builder_optimization_level=opt_level,
+            memory_pool_limits=pool_limits,
+            progress_monitor=monitor,
+            tf32=False,
+        )
     try:
-        with _Heartbeat(progress):
+        # Polygraphy's INFO lines (config dumps, TF32 notes) are noise here; TensorRT warnings and
+        # errors still come through at WARNING.
+        with _Heartbeat(progress), G_LOGGER.verbosity(G_LOGGER.WARNING):
             serialized = EngineBytesFromNetwork((builder, network, parser), config=config,
                                                 save_timing_cache=timing_cache)()
     except PolygraphyException as e:
@@ -296,7 +306,6 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
         raise CheckFailed(f"TensorRT could not build an engine from {onnx_path} (see the log above)")
 
     data = bytes(memoryview(serialized))
-    env = current_environment()
     inputs = [_tensor_info(trt, network.get_input(i)) for i in range(network.num_inputs)]
     outputs = [_tensor_info(trt, network.get_output(i)) for i in range(network.num_outputs)]
     import hashlib
