@@ -35,6 +35,7 @@ from vitdeploy.serving.repository import ArtifactInfo, default_preferred, descri
 __all__ = ["serve", "write_triton_repo", "ServerInfo", "ensure_libpython_visible", "main"]
 
 DEFAULT_QUEUE_DELAY_US = 500
+SERVER_ID_PREFIX = "vitdeploy:"
 LOG = logging.getLogger("vitdeploy.serving")
 
 
@@ -258,7 +259,10 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
 
     before = {p.pid for p in _server_children()}
-    cfg = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
+    # server id = "vitdeploy:<model>": the server metadata (unrestricted, unlike PyTriton's token-protected
+    # repository index) then tells a client which model to call
+    cfg = TritonConfig(id=f"{SERVER_ID_PREFIX}{info.name}", http_address=host, http_port=http_port,
+                       grpc_address=host, grpc_port=grpc_port,
                        metrics_address=host, metrics_port=metrics_port, exit_timeout_secs=10,
                        log_verbose=1 if verbose else 0)
     batcher = DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us,

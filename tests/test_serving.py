@@ -1,0 +1,528 @@
+"""Serving (tier 1, CPU): a real Triton Inference Server via PyTriton, and the model-repository writer.
+
+The server tests start `python -m vitdeploy.serving.triton` on free loopback ports with a tiny ONNX
+classifier (conv + pool + linear, our metadata), talk to it with tritonclient over HTTP and gRPC,
+and always tear it down; they check that nothing the server started survives shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitdeploy.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "tiny_test"
+IMG = 32
+NUM_CLASSES = 10
+MAX_BATCH = 8
+QUEUE_DELAY_US = 20000  # long enough that concurrent requests are reliably merged on a slow CI box
+STARTUP_TIMEOUT_S = 90
+
+try:
+    import pytriton  # noqa: F401
+    import tritonclient.grpc  # noqa: F401
+    import tritonclient.http  # noqa: F401
+
+    HAVE_SERVE = True
+except ImportError:
+    HAVE_SERVE = False
+
+needs_serve = pytest.mark.skipif(not HAVE_SERVE, reason="serving extras not installed (pip install 'vitdeploy[serve]')")
+
+
+def _tiny_onnx(path: Path, fixed_batch=None) -> Path:
+    import onnx
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.pool = torch.nn.AdaptiveAvgPool2d(1)
+            self.fc = torch.nn.Linear(8, NUM_CLASSES)
+
+        def forward(self, x):
+            return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    dyn = None if fixed_batch else {"images": {0: "batch"}, "logits": {0: "batch"}}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(fixed_batch or 2, 3, IMG, IMG),), str(path), input_names=["images"],
+                          output_names=["logits"], dynamic_axes=dyn, dynamo=False)
+    proto = onnx.load(str(path))
+    meta = {"version": "0.1.0", "model": MODEL, "task": "classify", "img_size": str(IMG), "sparsity": "null",
+            "precision": "fp32", "mean": json.dumps([0.485, 0.456, 0.406]), "std": json.dumps([0.229, 0.224, 0.225]),
+            "checkpoint_sha256": "random", "num_classes": str(NUM_CLASSES)}
+    for k, v in meta.items():
+        proto.metadata_props.add(key="vitdeploy." + k, value=v)
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    return _tiny_onnx(tmp_path_factory.mktemp("serving") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def fake_engine(tmp_path_factory) -> Path:
+    """An .engine that is just bytes + the manifest `vitdeploy build` writes beside it: enough for the
+    repository writer, which never deserializes the plan."""
+    d = tmp_path_factory.mktemp("engine")
+    eng = d / "s.engine"
+    eng.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    manifest = {
+        "tensorrt_version": "10.13.0", "gpu": "NVIDIA H100", "compute_capability": "9.0", "precision": "fp16",
+        "onnx_metadata": {"vitdeploy.model": "swin_t", "vitdeploy.task": "backbone", "vitdeploy.img_size": "672",
+                          "vitdeploy.precision": "fp16"},
+        "inputs": {"images": {"shape": ["batch", 3, 672, 672], "dtype": "float32"}},
+        "outputs": {f"features.{i}": {"shape": ["batch", 96 * 2 ** i, 168 // 2 ** i, 168 // 2 ** i],
+                                      "dtype": "float32"} for i in range(4)},
+        "profile": {"images": {"min": [1, 3, 672, 672], "opt": [4, 3, 672, 672], "max": [16, 3, 672, 672]}},
+    }
+    (d / "s.engine.json").write_text(json.dumps(manifest))
+    return eng
+
+
+def _runner(path):
+    from vitdeploy.engines.runners import OrtRunner
+
+    return OrtRunner(str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# model repository
+
+
+def _parse(path: Path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    cfg = model_config_pb2.ModelConfig()
+    text_format.Parse(path.read_text(), cfg)
+    return cfg
+
+
+@needs_serve
+def test_repo_onnx(tiny_onnx, tmp_path):
+    from tritonclient.grpc import model_config_pb2 as pb
+    from vitdeploy.serving.repository import write_triton_repo
+
+    out = tmp_path / "model_repository"
+    mdir = write_triton_repo(tiny_onnx, out, max_batch=16, instances=2, preferred_batch_sizes=[4, 16])
+    assert mdir == out / MODEL
+    assert (mdir / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
+    cfg = _parse(mdir / "config.pbtxt")
+    assert cfg.name == MODEL and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 16
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [("images", pb.TYPE_FP32, [3, IMG, IMG])]
+    assert [(o.name, o.data_type, list(o.dims)) for o in cfg.output] == [("logits", pb.TYPE_FP32, [NUM_CLASSES])]
+    assert cfg.HasField("dynamic_batching") and list(cfg.dynamic_batching.preferred_batch_size) == [4, 16]
+    assert [g.count for g in cfg.instance_group] == [2]
+    readme = (out / "README.md").read_text()
+    assert "tritonserver --model-repository" in readme and MODEL in readme
+    assert "nothing to load" in readme.lower()
+    # nothing temporary left beside or inside the repository
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", MODEL]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_repository"]
+
+
+@needs_serve
+def test_repo_engine(fake_engine, tmp_path):
+    from tritonclient.grpc import model_config_pb2 as pb
+    from vitdeploy.serving.repository import write_triton_repo
+
+    out = tmp_path / "repo"
+    mdir = write_triton_repo(fake_engine, out, max_batch=16, instances=2, plugin_lib="/opt/libvitdeploy_plugins.so")
+    assert mdir.name == "swin_t"
+    assert (mdir / "1" / "model.plan").read_bytes() == fake_engine.read_bytes()
+    cfg = _parse(mdir / "config.pbtxt")
+    assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 16
+    assert [list(i.dims) for i in cfg.input] == [[3, 672, 672]]
+    assert [o.name for o in cfg.output] == [f"features.{i}" for i in range(4)]
+    assert list(cfg.output[3].dims) == [768, 21, 21]
+    # the engine's opt batch (what it was tuned for) and the max are the preferred sizes
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 16]
+    assert [(g.count, g.kind) for g in cfg.instance_group] == [(2, pb.ModelInstanceGroup.KIND_GPU)]
+    readme = (out / "README.md").read_text()
+    assert "LD_PRELOAD=/opt/libvitdeploy_plugins.so" in readme
+    assert '--backend-config=tensorrt,plugins="/opt/libvitdeploy_plugins.so"' in readme
+    # over the profile's max batch: refused before anything is written
+    with pytest.raises(UserError, match="profile max batch 16"):
+        write_triton_repo(fake_engine, tmp_path / "repo2", max_batch=32)
+    assert not (tmp_path / "repo2").exists()
+
+
+@needs_serve
+def test_repo_rewrite_replaces_model(tiny_onnx, tmp_path):
+    from vitdeploy.serving.repository import write_triton_repo
+
+    out = tmp_path / "r"
+    write_triton_repo(tiny_onnx, out, max_batch=4)
+    (out / MODEL / "stale.txt").write_text("old")
+    write_triton_repo(tiny_onnx, out, max_batch=8, model_name="tiny_v2")
+    write_triton_repo(tiny_onnx, out, max_batch=8)
+    assert not (out / MODEL / "stale.txt").exists()
+    assert _parse(out / MODEL / "config.pbtxt").max_batch_size == 8
+    assert _parse(out / "tiny_v2" / "config.pbtxt").name == "tiny_v2"
+    assert "tiny_v2" in (out / "README.md").read_text()
+
+
+def test_repo_fixed_batch_graph(tmp_path):
+    """A graph exported with a fixed batch cannot be batched by Triton: max_batch_size 0, full dims."""
+    pytest.importorskip("tritonclient.grpc")
+    from vitdeploy.serving.repository import write_triton_repo
+
+    onnx_path = _tiny_onnx(tmp_path / "fixed.onnx", fixed_batch=2)
+    cfg = _parse(write_triton_repo(onnx_path, tmp_path / "r") / "config.pbtxt")
+    assert cfg.max_batch_size == 0 and list(cfg.input[0].dims) == [2, 3, IMG, IMG]
+    assert not cfg.HasField("dynamic_batching")
+
+
+def test_repo_bad_inputs(tiny_onnx, tmp_path):
+    from vitdeploy.serving.repository import parse_config, write_triton_repo
+
+    with pytest.raises(UserError, match="not found"):
+        write_triton_repo(tmp_path / "missing.onnx", tmp_path / "r")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not an onnx file")
+    with pytest.raises(UserError, match="not a readable ONNX"):
+        write_triton_repo(junk, tmp_path / "r")
+    eng = tmp_path / "x.engine"
+    eng.write_bytes(b"plan")
+    with pytest.raises(UserError, match="manifest"):
+        write_triton_repo(eng, tmp_path / "r")
+    with pytest.raises(UserError, match="unknown artifact type"):
+        write_triton_repo(_touch(tmp_path / "m.pt"), tmp_path / "r")
+    with pytest.raises(UserError, match="preferred batch sizes"):
+        write_triton_repo(tiny_onnx, tmp_path / "r", max_batch=4, preferred_batch_sizes=[8])
+    with pytest.raises(UserError, match="instances"):
+        write_triton_repo(tiny_onnx, tmp_path / "r", instances=0)
+    if HAVE_SERVE:  # the schema check itself must be able to fail
+        with pytest.raises(UserError, match="not a valid Triton model config"):
+            parse_config('name: "x"\nmax_batch_size: 4\nnot_a_field: 1\n')
+        with pytest.raises(UserError, match="not a valid Triton model config"):
+            parse_config('name: "x"\ninput [ { name: "a" data_type: TYPE_FLOAT32 dims: [ 3 ] } ]\n')
+
+
+def _touch(p: Path) -> Path:
+    p.write_bytes(b"x")
+    return p
+
+
+def test_libpython_on_ld_path():
+    import sysconfig
+
+    from vitdeploy.serving.triton import ensure_libpython_visible
+
+    env = {"LD_LIBRARY_PATH": "/usr/lib:/opt/x"}
+    libdir = ensure_libpython_visible(env)
+    assert libdir == sysconfig.get_config_var("LIBDIR")
+    assert env["LD_LIBRARY_PATH"].split(":")[0] == libdir
+    assert env["LD_LIBRARY_PATH"].endswith("/usr/lib:/opt/x")
+    before = env["LD_LIBRARY_PATH"]
+    ensure_libpython_visible(env)  # idempotent
+    assert env["LD_LIBRARY_PATH"] == before
+
+
+# ------------------------------------------------------------------------------------------------
+# live server
+
+
+def _free_ports(n: int):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Server:
+    def __init__(self, artifact: Path, *extra: str):
+        import psutil
+
+        self.ports = _free_ports(3)
+        cmd = [sys.executable, "-m", "vitdeploy.serving.triton", str(artifact), "--http-port", str(self.ports[0]),
+               "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]),
+               "--max-batch", str(MAX_BATCH), "--max-queue-delay-us", str(QUEUE_DELAY_US), *extra]
+        env = dict(os.environ)
+        env.pop("LD_LIBRARY_PATH", None)  # the server must find libpython on its own
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        self.lines = []
+        self.ready = threading.Event()
+        self.info = None
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.ready.wait(STARTUP_TIMEOUT_S) or self.info is None:
+            self.stop()
+            pytest.fail("server did not become ready:\n" + "".join(self.lines[-30:]))
+        self.pids = set(self.info["server_pids"])
+        try:
+            self.pids |= {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
+        except psutil.Error:
+            pass
+        self.http = f"127.0.0.1:{self.ports[0]}"
+        self.grpc = f"127.0.0.1:{self.ports[1]}"
+        self.metrics = f"http://127.0.0.1:{self.ports[2]}/metrics"
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith("READY "):
+                self.info = json.loads(line[len("READY "):])
+                self.ready.set()
+        self.ready.set()
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+                raise AssertionError("server did not stop within %ss:\n%s" % (timeout, "".join(self.lines[-30:])))
+        return self.proc.returncode
+
+    def leftovers(self):
+        import psutil
+
+        alive = []
+        for pid in getattr(self, "pids", ()):
+            try:
+                p = psutil.Process(pid)
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{pid} {p.name()}")
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+
+@pytest.fixture(scope="module")
+def server(tiny_onnx):
+    if not HAVE_SERVE:
+        pytest.skip("serving extras not installed (pip install 'vitdeploy[serve]')")
+    srv = Server(tiny_onnx)
+    try:
+        yield srv
+    finally:
+        rc = srv.stop()
+        left = srv.leftovers()
+        assert rc == 0, "".join(srv.lines[-20:])
+        assert not left, f"processes left after shutdown: {left}"
+
+
+def _http_infer(url, x, name="images", dtype="FP32"):
+    import tritonclient.http as th
+
+    with th.InferenceServerClient(url) as c:
+        i = th.InferInput(name, list(x.shape), dtype)
+        i.set_data_from_numpy(x)
+        return c.infer(MODEL, [i]).as_numpy("logits")
+
+
+def _grpc_infer(url, x, name="images", dtype="FP32"):
+    import tritonclient.grpc as tg
+
+    with tg.InferenceServerClient(url) as c:
+        i = tg.InferInput(name, list(x.shape), dtype)
+        i.set_data_from_numpy(x)
+        return c.infer(MODEL, [i]).as_numpy("logits")
+
+
+def test_server_ready_and_described(server):
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+
+    info = server.info
+    assert info["model_name"] == MODEL and info["max_batch"] == MAX_BATCH
+    assert [i["name"] for i in info["inputs"]] == ["images"] and info["outputs"][0]["shape"] == [-1, NUM_CLASSES]
+    with th.InferenceServerClient(server.http) as c:
+        assert c.is_server_live() and c.is_server_ready() and c.is_model_ready(MODEL)
+        cfg = c.get_model_config(MODEL)
+    assert cfg["max_batch_size"] == MAX_BATCH
+    assert cfg["input"][0]["dims"] == [3, IMG, IMG] and cfg["output"][0]["dims"] == [NUM_CLASSES]
+    assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == QUEUE_DELAY_US
+    with tg.InferenceServerClient(server.grpc) as g:
+        assert g.is_server_ready() and g.is_model_ready(MODEL)
+    # bound to loopback only, as promised
+    import psutil
+
+    listening = {c.laddr for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN
+                 and c.laddr.port in server.ports}
+    assert len(listening) == 3 and all(a.ip in ("127.0.0.1", "::ffff:127.0.0.1") for a in listening), listening
+
+
+@pytest.mark.parametrize("batch", [1, 3, MAX_BATCH])
+def test_outputs_equal_direct_runner(server, tiny_onnx, batch):
+    x = np.random.default_rng(batch).standard_normal((batch, 3, IMG, IMG)).astype(np.float32)
+    ref = _runner(tiny_onnx).infer({"images": x})["logits"]
+    for got in (_http_infer(server.http, x), _grpc_infer(server.grpc, x)):
+        assert got.dtype == np.float32 and got.shape == (batch, NUM_CLASSES)
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_bad_requests_get_errors_and_server_keeps_serving(server, tiny_onnx):
+    from tritonclient.utils import InferenceServerException
+
+    good = np.random.default_rng(7).standard_normal((2, 3, IMG, IMG)).astype(np.float32)
+    cases = [
+        (np.zeros((1, 3, IMG - 1, IMG), np.float32), "images", "FP32", r"unexpected shape"),
+        (np.zeros((1, 3, IMG, IMG), np.float64), "images", "FP64", r"data-type is 'FP64'.*expects 'FP32'"),
+        (np.zeros((MAX_BATCH + 1, 3, IMG, IMG), np.float32), "images", "FP32", rf"batch-size must be <= {MAX_BATCH}"),
+        (good, "pixels", "FP32", r"pixels"),
+    ]
+    for infer in (_http_infer, _grpc_infer):
+        url = server.http if infer is _http_infer else server.grpc
+        for x, name, dtype, pattern in cases:
+            with pytest.raises(InferenceServerException, match=pattern):
+                infer(url, x, name=name, dtype=dtype)
+    ref = _runner(tiny_onnx).infer({"images": good})["logits"]
+    np.testing.assert_array_equal(_http_infer(server.http, good), ref)
+    np.testing.assert_array_equal(_grpc_infer(server.grpc, good), ref)
+    assert server.proc.poll() is None
+
+
+def _metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'model="{MODEL}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_dynamic_batching_merges_concurrent_requests(server, tiny_onnx):
+    """Concurrent single-image requests run as fewer executions, and each gets its own answer."""
+    import urllib.request
+
+    import tritonclient.http as th
+
+    def metrics():
+        return urllib.request.urlopen(server.metrics, timeout=10).read().decode()
+
+    m0 = metrics()
+    n = MAX_BATCH
+    xs = [np.random.default_rng(100 + i).standard_normal((1, 3, IMG, IMG)).astype(np.float32) for i in range(n)]
+    with th.InferenceServerClient(server.http, concurrency=n) as c:
+        reqs = []
+        for x in xs:
+            i = th.InferInput("images", list(x.shape), "FP32")
+            i.set_data_from_numpy(x)
+            reqs.append(c.async_infer(MODEL, [i]))
+        outs = [r.get_result(timeout=60).as_numpy("logits") for r in reqs]
+    runner = _runner(tiny_onnx)
+    for x, got in zip(xs, outs):
+        np.testing.assert_allclose(got, runner.infer({"images": x})["logits"], rtol=1e-5, atol=1e-6)
+    m1 = metrics()
+    requests = _metric(m1, "nv_inference_request_success") - _metric(m0, "nv_inference_request_success")
+    execs = _metric(m1, "nv_inference_exec_count") - _metric(m0, "nv_inference_exec_count")
+    assert requests == n
+    assert 1 <= execs < n, f"{n} concurrent requests ran as {execs} executions: no dynamic batching"
+
+
+@needs_serve
+def test_sigint_shutdown_with_two_instances_leaves_nothing(tiny_onnx):
+    srv = Server(tiny_onnx, "--instances", "2", "--no-dynamic-batching")
+    try:
+        x = np.random.default_rng(1).standard_normal((2, 3, IMG, IMG)).astype(np.float32)
+        np.testing.assert_array_equal(_grpc_infer(srv.grpc, x), _runner(tiny_onnx).infer({"images": x})["logits"])
+        import tritonclient.http as th
+
+        with th.InferenceServerClient(srv.http) as c:
+            cfg = c.get_model_config(MODEL)
+        assert cfg["instance_group"][0]["count"] == 2 and "dynamic_batching" not in cfg
+        assert any("tritonserver" in p for p in _names(srv.pids))
+    finally:
+        rc = srv.stop(signal.SIGINT)
+    assert rc == 0, "".join(srv.lines[-20:])
+    assert srv.leftovers() == []
+    assert "stopped" in "".join(srv.lines)
+
+
+def _names(pids):
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            out.append(psutil.Process(pid).name())
+        except psutil.Error:
+            pass
+    return out
+
+
+def _serve_cli(*args, timeout=60):
+    env = dict(os.environ)
+    return subprocess.run([sys.executable, "-m", "vitdeploy.serving.triton", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@needs_serve
+def test_serve_port_in_use_is_a_user_error(tiny_onnx):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        http, metrics = _free_ports(2)
+        r = _serve_cli(tiny_onnx, "--http-port", http, "--grpc-port", busy, "--metrics-port", metrics)
+    assert r.returncode == 2, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and re.search(rf"grpc port 127.0.0.1:{busy} is not available", err[0]), r.stderr
+
+
+@needs_serve
+@pytest.mark.parametrize("args,pattern", [
+    (["{missing}"], "artifact not found"),
+    (["{onnx}", "--max-batch", "0"], "--max-batch must be >= 1"),
+    (["{onnx}", "--instances", "0"], "--instances must be >= 1"),
+    (["{onnx}", "--max-batch", "4", "--preferred-batch-sizes", "8"], "preferred batch sizes"),
+    (["{onnx}", "--http-port", "9100", "--grpc-port", "9100"], "ports must differ"),
+])
+def test_serve_bad_arguments(tiny_onnx, tmp_path, args, pattern):
+    args = [a.format(missing=tmp_path / "nope.onnx", onnx=tiny_onnx) for a in args]
+    r = _serve_cli(*args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and pattern in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_example_client_prints_top5(server, tiny_onnx, tmp_path, protocol):
+    from PIL import Image
+
+    from vitdeploy.models.registry import preprocess_images
+
+    for i in range(3):
+        arr = (np.random.default_rng(i).random((40 + 8 * i, 50, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(tmp_path / f"img{i}.png")
+    url = server.http if protocol == "http" else server.grpc
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "client.py"), "--protocol", protocol, "--url", url,
+                        "--images", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith(f"model {MODEL} via {protocol}://") and len(lines) == 4
+    logits = _runner(tiny_onnx).infer({"images": preprocess_images(tmp_path, IMG)})["logits"]
+    for i, line in enumerate(lines[1:]):
+        name, classes = line.split(": ", 1)
+        assert name == f"img{i}.png"
+        top = [int(c.split(":")[0]) for c in classes.split(", ")]
+        assert len(top) == 5 and top[0] == int(np.argmax(logits[i]))
