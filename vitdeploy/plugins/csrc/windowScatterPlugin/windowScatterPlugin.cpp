@@ -1,0 +1,180 @@
+#include "windowScatterPlugin.h"
+
+#include <new>
+#include <string>
+
+using namespace nvinfer1;
+
+namespace vitdeploy
+{
+namespace plugin
+{
+namespace
+{
+
+//! base [B, nW, rest...], idx [B, K], src [B, K, rest...]: the checks shared by build and run time.
+//! Dimensions < 0 (unknown while building) are not compared.
+bool shapesAgree(Dims const& base, Dims const& idx, Dims const& src, std::string& why)
+{
+    if (base.nbDims < 2 || idx.nbDims != 2 || src.nbDims != base.nbDims)
+    {
+        why = "base must be [B, nW, ...] (rank >= 2), idx [B, K] and src [B, K, ...] with base's rank; got ranks "
+            + std::to_string(base.nbDims) + ", " + std::to_string(idx.nbDims) + ", " + std::to_string(src.nbDims);
+        return false;
+    }
+    auto differ = [](int64_t a, int64_t b) { return a >= 0 && b >= 0 && a != b; };
+    if (differ(base.d[0], idx.d[0]) || differ(base.d[0], src.d[0]))
+    {
+        why = "batch of base, idx and src differ";
+        return false;
+    }
+    if (differ(idx.d[1], src.d[1]))
+    {
+        why = "idx has K=" + std::to_string(idx.d[1]) + " but src has " + std::to_string(src.d[1]) + " rows";
+        return false;
+    }
+    for (int32_t i = 2; i < base.nbDims; ++i)
+    {
+        if (differ(base.d[i], src.d[i]))
+        {
+            why = "dimension " + std::to_string(i) + " of base and src differ";
+            return false;
+        }
+    }
+    return true;
+}
+
+} // namespace
+
+WindowScatterPlugin::WindowScatterPlugin() noexcept
+    : WindowPluginBase(kWINDOW_SCATTER_NAME)
+{
+}
+
+IPluginV3* WindowScatterPlugin::clone() noexcept
+{
+    return new (std::nothrow) WindowScatterPlugin();
+}
+
+int32_t WindowScatterPlugin::expectedInputs() const noexcept
+{
+    return 3;
+}
+
+int32_t WindowScatterPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs,
+    DimsExprs const* /*shapeInputs*/, int32_t /*nbShapeInputs*/, DimsExprs* outputs, int32_t nbOutputs,
+    IExprBuilder& /*exprBuilder*/) noexcept
+{
+    if (inputs == nullptr || outputs == nullptr || nbInputs != 3 || nbOutputs != 1)
+    {
+        logError("WindowScatter: expects 3 inputs (base, idx, src) and 1 output");
+        return -1;
+    }
+    if (inputs[kBASE].nbDims < 2 || inputs[kIDX].nbDims != 2 || inputs[kSRC].nbDims != inputs[kBASE].nbDims)
+    {
+        logError("WindowScatter: base must be [B, nW, ...], idx [B, K] and src [B, K, ...] with base's rank");
+        return -1;
+    }
+    outputs[0] = inputs[kBASE]; // same shape as base, batch symbolic
+    return 0;
+}
+
+bool WindowScatterPlugin::supportsFormatCombination(
+    int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (inOut == nullptr || nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos > kOUT)
+    {
+        return false;
+    }
+    PluginTensorDesc const& desc = inOut[pos].desc;
+    if (desc.format != TensorFormat::kLINEAR)
+    {
+        return false;
+    }
+    switch (pos)
+    {
+    case kBASE: return isSupportedDataType(desc.type);
+    case kIDX: return isSupportedIndexType(desc.type);
+    default: return desc.type == inOut[kBASE].desc.type; // src and output
+    }
+}
+
+int32_t WindowScatterPlugin::configurePlugin(
+    DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
+{
+    if (in == nullptr || out == nullptr || nbInputs != 3 || nbOutputs != 1)
+    {
+        logError("WindowScatter: configurePlugin expects 3 inputs and 1 output");
+        return -1;
+    }
+    std::string why;
+    if (!shapesAgree(in[kBASE].desc.dims, in[kIDX].desc.dims, in[kSRC].desc.dims, why))
+    {
+        logError("WindowScatter: " + why);
+        return -1;
+    }
+    return 0;
+}
+
+int32_t WindowScatterPlugin::onShapeChange(
+    PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept
+{
+    if (in == nullptr || out == nullptr || nbInputs != 3 || nbOutputs != 1)
+    {
+        return -1;
+    }
+    std::string why;
+    if (!shapesAgree(in[kBASE].dims, in[kIDX].dims, in[kSRC].dims, why))
+    {
+        logError("WindowScatter: " + why);
+        return -1;
+    }
+    return 0;
+}
+
+int32_t WindowScatterPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
+    void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
+{
+    if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
+    {
+        return -1;
+    }
+    Dims const& base = inputDesc[kBASE].dims;
+    Dims const& idx = inputDesc[kIDX].dims;
+    WindowDataType dataType{};
+    WindowIndexType indexType{};
+    if (!toWindowDataType(inputDesc[kBASE].type, dataType) || !toWindowIndexType(inputDesc[kIDX].type, indexType)
+        || base.nbDims < 2 || idx.nbDims != 2)
+    {
+        logError("WindowScatter: unsupported tensor types or ranks at enqueue");
+        return -1;
+    }
+    WindowShape const shape{base.d[0], base.d[1], idx.d[1], volumeFrom(base, 2)};
+    // TensorRT gives the output its own buffer (no aliasing is requested), so this is the fused one-pass
+    // kernel; windowScatter switches to the in-place kernel by itself if the pointers ever coincide.
+    cudaError_t const status = windowScatter(
+        outputs[0], inputs[kBASE], inputs[kIDX], inputs[kSRC], shape, dataType, indexType, stream);
+    if (status != cudaSuccess)
+    {
+        logError(std::string("WindowScatter: kernel launch failed: ") + cudaGetErrorString(status));
+        return -1;
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+WindowScatterPluginCreator::WindowScatterPluginCreator() noexcept
+    : WindowPluginCreatorBase(kWINDOW_SCATTER_NAME)
+{
+}
+
+IPluginV3* WindowScatterPluginCreator::createPlugin(
+    char const* /*name*/, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
+{
+    noteIgnoredFields(fc);
+    return new (std::nothrow) WindowScatterPlugin();
+}
+
+} // namespace plugin
+} // namespace vitdeploy
