@@ -185,12 +185,17 @@ def cmd_plugins(args, con: Console) -> int:
 
 
 def cmd_serve(args, con: Console) -> int:
-    from vitdeploy.serving.triton import serve
+    from vitdeploy.serving.triton import describe_ready, serve
 
-    serve(args.artifact, backend=args.backend, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+    backend = args.backend or ("trt" if str(args.artifact).lower().endswith((".engine", ".plan")) else "ort")
+    serve(args.artifact, backend=backend, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
           metrics_port=args.metrics_port, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
+          preferred_batch_sizes=getattr(args, "preferred_batch_sizes", None),
+          dynamic_batching=not getattr(args, "no_dynamic_batching", False),
           instances=args.instances, model_name=args.model_name, plugin_lib=args.plugin_lib, threads=args.threads,
-          checkpoint=args.checkpoint, progress=con.progress)
+          checkpoint=args.checkpoint, progress=con.progress, verbose=getattr(args, "verbose", False),
+          ready_callback=lambda si: print(describe_ready(si), flush=True))
+    con.progress("server stopped")
     return EXIT_OK
 
 
@@ -198,8 +203,11 @@ def cmd_triton_repo(args, con: Console) -> int:
     from vitdeploy.serving.repository import write_triton_repo
 
     path = write_triton_repo(args.artifact, args.output, max_batch=args.max_batch, instances=args.instances,
-                             model_name=args.model_name)
-    print(f"wrote Triton model repository {path}")
+                             model_name=args.model_name,
+                             preferred_batch_sizes=getattr(args, "preferred_batch_sizes", None),
+                             plugin_lib=getattr(args, "plugin_lib", None))
+    print(f"wrote Triton model repository {path} (config.pbtxt validated against Triton's model-config schema; "
+          f"see {path.parent / 'README.md'})")
     return EXIT_OK
 
 

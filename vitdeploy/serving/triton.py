@@ -213,7 +213,7 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
           plugin_lib: Optional[str] = None, threads: Optional[int] = None, checkpoint: Optional[str] = None,
           ready_callback: Optional[Callable[[ServerInfo], None]] = None,
           stop_event: Optional[threading.Event] = None, verbose: bool = False,
-          startup_timeout_s: float = 120.0) -> ServerInfo:
+          startup_timeout_s: float = 120.0, progress: Optional[Callable[[str], None]] = None) -> ServerInfo:
     """Serve `artifact` until SIGINT/SIGTERM (or `stop_event`), then shut Triton down cleanly.
 
     Blocks. `ready_callback(ServerInfo)` runs once the model answers on every endpoint. On return
@@ -246,9 +246,11 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
         for name in ("pytriton", "sh"):
             logging.getLogger(name).setLevel(logging.WARNING)
     ensure_libpython_visible()
+    say = progress or (lambda msg: None)
 
     if threads is None and backend in ("ort", "torch") and instances > 1:
         threads = max(1, (os.cpu_count() or 1) // instances)  # instances share the cores, not oversubscribe
+    say(f"loading {info.path.name} on {backend} ({instances} instance(s))")
     torch_model = _build_torch_model(info, checkpoint) if backend == "torch" else None
     runners = [_make_runner(info, backend, threads, plugin_lib, checkpoint, torch_model) for _ in range(instances)]
 
@@ -279,6 +281,8 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
             config=ModelConfig(batching=True, max_batch_size=max_batch, batcher=batcher),
             strict=True,
         )
+        say(f"starting Triton Inference Server on {host} (http {http_port}, grpc {grpc_port}, "
+            f"metrics {metrics_port})")
         owner = _ServerOwner(triton, verbose)
         owner.start(startup_timeout_s, stop)
         server_info = ServerInfo(
@@ -296,6 +300,7 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
                                   + _log_tail(triton))
     finally:
         if triton is not None:
+            say("stopping Triton")
             triton.stop()
         if owner is not None:
             owner.close()
@@ -397,11 +402,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="show tritonserver's log")
 
 
+def describe_ready(si: ServerInfo) -> str:
+    return (f"serving {si.model_name} ({si.backend}, max batch {si.max_batch}, {si.instances} instance(s), "
+            f"dynamic batching {'on' if si.dynamic_batching else 'off'}): http {si.http_url}  "
+            f"grpc {si.grpc_url}  metrics {si.metrics_url}  (Ctrl+C to stop)")
+
+
 def serve_from_args(a: argparse.Namespace) -> ServerInfo:
     def ready(si: ServerInfo):
-        print(f"serving {si.model_name} ({si.backend}, max batch {si.max_batch}, {si.instances} instance(s), "
-              f"dynamic batching {'on' if si.dynamic_batching else 'off'}): http {si.http_url}  "
-              f"grpc {si.grpc_url}  metrics {si.metrics_url}  (Ctrl+C to stop)", flush=True)
+        print(describe_ready(si), flush=True)
         print("READY " + json.dumps(si.as_dict()), flush=True)
 
     return serve(a.artifact, backend=a.backend, host=a.host, http_port=a.http_port, grpc_port=a.grpc_port,
