@@ -179,6 +179,10 @@ def cmd_plugins(args, con: Console) -> int:
         res = plugins.build(build_dir=args.build_dir, cuda_archs=args.cuda_archs, tensorrt_root=args.tensorrt_root,
                             progress=con.progress)
         print(json.dumps(res, indent=2, default=str))
+        if res.get("library") is None:
+            # Kernels alone are not what `plugins build` promises: say what is missing, exit as bad input.
+            print(f"error: {res['message']}", file=sys.stderr)
+            return EXIT_INPUT
         return EXIT_OK
     print(json.dumps(plugins.info(args.plugin_lib), indent=2, default=str))
     return EXIT_OK
