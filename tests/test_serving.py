@@ -88,15 +88,19 @@ def fake_engine(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("engine")
     eng = d / "s.engine"
     eng.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    manifest = {
-        "tensorrt_version": "10.13.0", "gpu": "NVIDIA H100", "compute_capability": "9.0", "precision": "fp16",
-        "onnx_metadata": {"vitdeploy.model": "swin_t", "vitdeploy.task": "backbone", "vitdeploy.img_size": "672",
-                          "vitdeploy.precision": "fp16"},
-        "inputs": {"images": {"shape": ["batch", 3, 672, 672], "dtype": "float32"}},
-        "outputs": {f"features.{i}": {"shape": ["batch", 96 * 2 ** i, 168 // 2 ** i, 168 // 2 ** i],
-                                      "dtype": "float32"} for i in range(4)},
-        "profile": {"images": {"min": [1, 3, 672, 672], "opt": [4, 3, 672, 672], "max": [16, 3, 672, 672]}},
-    }
+    from vitdeploy.engines.manifest import make_manifest, profile_from_batches
+
+    shape = ["batch", 3, 672, 672]
+    manifest = make_manifest(
+        engine_path=eng, onnx_path=d / "s.onnx", onnx_sha256="0" * 64,
+        onnx_metadata={"vitdeploy.model": "swin_t", "vitdeploy.task": "backbone", "vitdeploy.img_size": "672",
+                       "vitdeploy.precision": "fp16"},
+        precision="fp16", profile={"images": profile_from_batches(shape, 1, 4, 16)},
+        inputs=[{"name": "images", "shape": shape, "dtype": "float32"}],
+        outputs=[{"name": f"features.{i}", "shape": ["batch", 96 * 2 ** i, 168 // 2 ** i, 168 // 2 ** i],
+                  "dtype": "float32"} for i in range(4)],
+        tensorrt_version="10.13.0", gpu_name="NVIDIA H100", compute_capability="9.0", plugin_lib=None,
+        plugin_lib_sha256=None, engine_sha256="1" * 64, build_time_s=1.0, builder_options={})
     (d / "s.engine.json").write_text(json.dumps(manifest))
     return eng
 
@@ -258,11 +262,16 @@ def _free_ports(n: int):
 
 
 class Server:
-    def __init__(self, artifact: Path, *extra: str):
+    """`python -m vitdeploy.serving.triton` (prints a READY json line), or with cli=True the real
+    `vitdeploy serve` command line (prints a human "serving ..." line)."""
+
+    def __init__(self, artifact: Path, *extra: str, cli: bool = False):
         import psutil
 
         self.ports = _free_ports(3)
-        cmd = [sys.executable, "-m", "vitdeploy.serving.triton", str(artifact), "--http-port", str(self.ports[0]),
+        self.cli = cli
+        entry = ["vitdeploy.cli", "serve"] if cli else ["vitdeploy.serving.triton"]
+        cmd = [sys.executable, "-m", *entry, str(artifact), "--http-port", str(self.ports[0]),
                "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]),
                "--max-batch", str(MAX_BATCH), "--max-queue-delay-us", str(QUEUE_DELAY_US), *extra]
         env = dict(os.environ)
@@ -276,7 +285,7 @@ class Server:
         if not self.ready.wait(STARTUP_TIMEOUT_S) or self.info is None:
             self.stop()
             pytest.fail("server did not become ready:\n" + "".join(self.lines[-30:]))
-        self.pids = set(self.info["server_pids"])
+        self.pids = set(self.info.get("server_pids", ()))
         try:
             self.pids |= {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
         except psutil.Error:
@@ -290,6 +299,9 @@ class Server:
             self.lines.append(line)
             if line.startswith("READY "):
                 self.info = json.loads(line[len("READY "):])
+                self.ready.set()
+            elif self.cli and line.startswith("serving "):
+                self.info = {"line": line}
                 self.ready.set()
         self.ready.set()
 
@@ -332,22 +344,22 @@ def server(tiny_onnx):
         assert not left, f"processes left after shutdown: {left}"
 
 
-def _http_infer(url, x, name="images", dtype="FP32"):
+def _http_infer(url, x, name="images", dtype="FP32", model=MODEL):
     import tritonclient.http as th
 
     with th.InferenceServerClient(url) as c:
         i = th.InferInput(name, list(x.shape), dtype)
         i.set_data_from_numpy(x)
-        return c.infer(MODEL, [i]).as_numpy("logits")
+        return c.infer(model, [i]).as_numpy("logits")
 
 
-def _grpc_infer(url, x, name="images", dtype="FP32"):
+def _grpc_infer(url, x, name="images", dtype="FP32", model=MODEL):
     import tritonclient.grpc as tg
 
     with tg.InferenceServerClient(url) as c:
         i = tg.InferInput(name, list(x.shape), dtype)
         i.set_data_from_numpy(x)
-        return c.infer(MODEL, [i]).as_numpy("logits")
+        return c.infer(model, [i]).as_numpy("logits")
 
 
 def test_server_ready_and_described(server):
@@ -526,3 +538,41 @@ def test_example_client_prints_top5(server, tiny_onnx, tmp_path, protocol):
         assert name == f"img{i}.png"
         top = [int(c.split(":")[0]) for c in classes.split(", ")]
         assert len(top) == 5 and top[0] == int(np.argmax(logits[i]))
+
+
+# ------------------------------------------------------------------------------------------------
+# the real model through the real command line
+
+
+@pytest.fixture(scope="session")
+def m0_onnx(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("m0") / "efficientvit_m0.onnx"
+    r = subprocess.run([sys.executable, "-m", "vitdeploy.cli", "-q", "export", "efficientvit_m0", "-o", str(out),
+                        "--no-validate"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        pytest.fail(f"vitdeploy export efficientvit_m0 failed: {r.stderr[-2000:]}")
+    return out
+
+
+@needs_serve
+@pytest.mark.slow
+def test_cli_serve_efficientvit_m0_equals_runner(m0_onnx, tmp_path):
+    srv = Server(m0_onnx, cli=True)
+    try:
+        assert "serving efficientvit_m0 (ort, max batch 8" in srv.info["line"]
+        x = np.random.default_rng(3).standard_normal((4, 3, 224, 224)).astype(np.float32)
+        ref = _runner(m0_onnx).infer({"images": x})["logits"]
+        assert ref.shape == (4, 1000)
+        for infer, url in ((_http_infer, srv.http), (_grpc_infer, srv.grpc)):
+            np.testing.assert_array_equal(infer(url, x, model="efficientvit_m0"), ref)
+    finally:
+        rc = srv.stop(signal.SIGTERM)
+    assert rc == 0, "".join(srv.lines[-20:])
+    assert srv.leftovers() == []
+
+    r = subprocess.run([sys.executable, "-m", "vitdeploy.cli", "triton-repo", str(m0_onnx), "-o", str(tmp_path / "r"),
+                        "--max-batch", "16", "--instances", "2"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    cfg = _parse(tmp_path / "r" / "efficientvit_m0" / "config.pbtxt")
+    assert cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 16 and cfg.instance_group[0].count == 2
+    assert list(cfg.input[0].dims) == [3, 224, 224] and list(cfg.output[0].dims) == [1000]

@@ -117,7 +117,7 @@ def _make_runner(info: ArtifactInfo, backend: str, threads: Optional[int], plugi
     return make_artifact_runner(backend, str(info.path), threads, plugin_lib)
 
 
-def _build_torch_model(info: ArtifactInfo, checkpoint: Optional[str]):
+def _build_torch_model(info: ArtifactInfo, checkpoint: Optional[str], say: Callable[[str], None]):
     """The PyTorch original of the artifact, rebuilt from its metadata (for A/B checks over the wire)."""
     from vitdeploy.models.registry import build_model
 
@@ -128,8 +128,8 @@ def _build_torch_model(info: ArtifactInfo, checkpoint: Optional[str]):
     sparsity = meta.get("sparsity")
     sparsity = json.loads(sparsity) if sparsity not in (None, "", "null") else None
     if checkpoint is None:
-        warnings.warn("--backend torch without --checkpoint serves RANDOM weights: outputs will not match "
-                      "the artifact", stacklevel=2)
+        say("warning: --backend torch without --checkpoint serves RANDOM weights: outputs will not match "
+            "the artifact")
     return build_model(meta["model"], num_classes=_metadata_int(info, "num_classes", 1000),
                        img_size=_metadata_int(info, "img_size"), task=meta.get("task", "classify"),
                        sparsity=sparsity, checkpoint=checkpoint)
@@ -246,12 +246,13 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
         for name in ("pytriton", "sh"):
             logging.getLogger(name).setLevel(logging.WARNING)
     ensure_libpython_visible()
-    say = progress or (lambda msg: None)
+    say = progress or (lambda msg: warnings.warn(msg[len("warning: "):], stacklevel=3)
+                       if msg.startswith("warning: ") else None)
 
     if threads is None and backend in ("ort", "torch") and instances > 1:
         threads = max(1, (os.cpu_count() or 1) // instances)  # instances share the cores, not oversubscribe
     say(f"loading {info.path.name} on {backend} ({instances} instance(s))")
-    torch_model = _build_torch_model(info, checkpoint) if backend == "torch" else None
+    torch_model = _build_torch_model(info, checkpoint, say) if backend == "torch" else None
     runners = [_make_runner(info, backend, threads, plugin_lib, checkpoint, torch_model) for _ in range(instances)]
 
     stop = stop_event or threading.Event()
@@ -319,11 +320,19 @@ def _fmt_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _log_tail(triton, n: int = 20) -> str:
+def _log_tail(triton, n: int = 8) -> str:
+    """The server's error lines (PyTriton keeps its log in memory), shortened, plus a diagnosis
+    for the failure we know how to explain."""
     try:
-        return "\n".join(triton._triton_server.logs().splitlines()[-n:])  # PyTriton keeps them in memory
+        text = triton._triton_server.logs()
     except Exception:
-        return "(no logs)"
+        return "(no server log)"
+    lines = [ln for ln in text.splitlines() if ln[:1] == "E"] or text.splitlines()
+    out = "\n".join(ln[:400] + (" ..." if len(ln) > 400 else "") for ln in lines[-n:])
+    if "_recursion_count" in text or "libpython" in text:
+        out += ("\nhint: the Python backend stub loaded another libpython than this interpreter's "
+                f"({sysconfig.get_config_var('LIBDIR')}); put that directory first on LD_LIBRARY_PATH")
+    return out
 
 
 class _ServerOwner:
@@ -371,7 +380,8 @@ class _ServerOwner:
                                   + _log_tail(self.triton))
         if self.error is not None:
             e = self.error
-            raise CheckFailed(f"Triton failed to start: {type(e).__name__}: {e}\n{_log_tail(self.triton)}")
+            first = (str(e).splitlines() or [""])[0][:400]
+            raise CheckFailed(f"Triton failed to start: {type(e).__name__}: {first}\n{_log_tail(self.triton)}")
 
     def close(self) -> None:
         self.release.set()
