@@ -424,7 +424,17 @@ int run(Options const& opt)
 {
     Logger logger(opt.verbose ? nvinfer1::ILogger::Severity::kVERBOSE : nvinfer1::ILogger::Severity::kWARNING);
 
-    // Runtime first: creating it initialises the library whose plugin registry loadLibrary fills.
+    // Check the user's files before touching the GPU, so bad paths are reported as such (exit 2).
+    std::vector<char> const blob = readFile(opt.engine);
+    for (std::string const& lib : opt.plugins)
+    {
+        if (!std::ifstream(lib))
+        {
+            throw BadInput{lib + ": plugin library not found; build it with `vitdeploy plugins build`"};
+        }
+    }
+
+    // Runtime before loadLibrary: creating it initialises the library whose plugin registry gets filled.
     std::unique_ptr<nvinfer1::IRuntime, TrtDeleter> runtime{nvinfer1::createInferRuntime(logger)};
     if (!runtime)
     {
@@ -433,18 +443,12 @@ int run(Options const& opt)
     nvinfer1::IPluginRegistry& registry = runtime->getPluginRegistry();
     for (std::string const& lib : opt.plugins)
     {
-        if (!std::ifstream(lib))
-        {
-            throw BadInput{lib + ": plugin library not found; build it with `vitdeploy plugins build`"};
-        }
         if (registry.loadLibrary(lib.c_str()) == nullptr)
         {
             throw BadInput{lib + ": TensorRT could not load this plugin library (needs the getCreators entry point; "
                                  "built for another TensorRT/CUDA, or already registered?)"};
         }
     }
-
-    std::vector<char> const blob = readFile(opt.engine);
     std::unique_ptr<nvinfer1::ICudaEngine, TrtDeleter> engine{runtime->deserializeCudaEngine(blob.data(), blob.size())};
     if (!engine)
     {
