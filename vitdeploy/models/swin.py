@@ -1,0 +1,494 @@
+"""Swin-T/S/B whose blocks run at window level: a dense Swin, or a SparseViT when pruning ratios are set.
+
+Module names equal timm's ``swin_transformer`` names, so timm checkpoints load with identity keys;
+``convert_checkpoint`` also takes Microsoft-original and mmdet/SparseViT layouts.
+
+Execution follows the official SparseViT code (reference/models.md §2.3), per block:
+pad -> roll (shifted) -> partition -> [gather kept windows] -> LN1 -> W-MSA (+ relative position
+bias, + shift mask gathered with the same indices) -> residual -> LN2 -> MLP -> residual ->
+[scatter back; pruned windows unchanged] -> reverse -> roll back -> crop.
+Window importance is computed once per stage at the first pruned block, from its input
+(channel-mean |x| per token, padded, rolled for shifted blocks, L2 over each window's tokens);
+regular and shifted blocks keep separate sorted top-k index sets, later blocks take a prefix.
+
+Where a stage's token map is no larger than the window, the window is the whole map and blocks do
+not shift (as in Swin/timm; DESIGN decision 5). The relative-position table keeps its 13x13 size
+for checkpoint compatibility and such a smaller window indexes its central part.
+
+Export: every shape is a Python int fixed by ``img_size`` except the batch; TopK's K is a Python
+int; the window gather/scatter are single ``vitdeploy::`` custom ops. A dense model (all ratios 0)
+contains no custom op at all.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vitdeploy.errors import UserError
+from vitdeploy.models.sparsity import SparsityConfig, keep_count
+from vitdeploy.models.window_ops import window_gather, window_scatter
+
+WINDOW = 7
+PATCH = 4
+MLP_RATIO = 4.0
+
+CONFIGS: dict[str, dict] = {
+    "swin_t": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "swin_s": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "swin_b": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+}
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+def _partition(x: Tensor, ws: int) -> Tensor:
+    """(B, Hp, Wp, C) -> (B, nW, ws*ws, C), windows in row-major order."""
+    B, Hp, Wp, C = x.shape
+    x = x.reshape(-1, Hp // ws, ws, Wp // ws, ws, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, (Hp // ws) * (Wp // ws), ws * ws, C)
+
+
+def _reverse(w: Tensor, ws: int, Hp: int, Wp: int) -> Tensor:
+    C = w.shape[-1]
+    x = w.reshape(-1, Hp // ws, Wp // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, Hp, Wp, C)
+
+
+def _relative_position_index(ws: int, table_window: int) -> Tensor:
+    """(N, N) indices into a ((2*table_window-1)^2, heads) table, for a ws x ws window."""
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (table_window - 1)
+    return rel[..., 0] * (2 * table_window - 1) + rel[..., 1]
+
+
+def _shift_mask(Hp: int, Wp: int, ws: int, shift: int) -> Tensor:
+    """(nW, N, N) additive mask (0 / -100) for the cyclically shifted padded map (Swin/SparseViT)."""
+    img = torch.zeros(1, Hp, Wp, 1)
+    cnt = 0
+    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            img[:, hs, wsl, :] = cnt
+            cnt += 1
+    mw = _partition(img, ws)[0, :, :, 0]  # (nW, N)
+    mask = mw[:, None, :] - mw[:, :, None]
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+# ----------------------------------------------------------------------------------------- modules
+
+class PatchEmbed(nn.Module):
+    def __init__(self, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(3, embed_dim, PATCH, PATCH)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))  # NHWC
+
+
+class PatchMerging(nn.Module):
+    """timm layout: 2x2 neighbours concatenated as (h0w0, h1w0, h0w1, h1w1) then LN(4C), Linear."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, H, W, C = x.shape
+        x = x.reshape(-1, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class WindowAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, ws: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.N = ws * ws
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * WINDOW - 1) ** 2, num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        # Non-persistent: recomputed, never read from (or stale in) a checkpoint.
+        self.register_buffer("relative_position_index", _relative_position_index(ws, WINDOW).flatten(),
+                             persistent=False)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """x (B, K, N, C); mask None or (B|1, K, N, N)."""
+        B, K, N, C = x.shape
+        h = self.num_heads
+        qkv = self.qkv(x).reshape(-1, K, N, 3, h, C // h).permute(3, 0, 1, 4, 2, 5)  # 3,B,K,h,N,d
+        q, k, v = qkv.unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # B,K,h,N,N
+        bias = self.relative_position_bias_table[self.relative_position_index]
+        attn = attn + bias.reshape(N, N, h).permute(2, 0, 1)
+        if mask is not None:
+            attn = attn + mask.unsqueeze(2)
+        attn = attn.softmax(dim=-1)
+        out = (attn @ v).permute(0, 1, 3, 2, 4).reshape(-1, K, N, C)
+        return self.proj(out)
+
+
+class SwinTransformerBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, map_size: int, shifted: bool):
+        super().__init__()
+        self.ws = min(WINDOW, map_size)
+        # A map no larger than the window is one window: shifting would only wrap it (DESIGN 5).
+        self.shift = WINDOW // 2 if shifted and map_size > WINDOW else 0
+        self.H = self.W = map_size
+        self.Hp = self.Wp = math.ceil(map_size / self.ws) * self.ws
+        self.nW = (self.Hp // self.ws) * (self.Wp // self.ws)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads, self.ws)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * MLP_RATIO))
+        if self.shift:
+            self.register_buffer("attn_mask", _shift_mask(self.Hp, self.Wp, self.ws, self.shift),
+                                 persistent=False)
+        else:
+            self.attn_mask = None
+
+    def to_windows(self, x: Tensor) -> Tensor:
+        """(B, H, W, C) -> padded, rolled, partitioned (B, nW, N, C)."""
+        if self.Hp != self.H or self.Wp != self.W:
+            x = F.pad(x, (0, 0, 0, self.Wp - self.W, 0, self.Hp - self.H))
+        if self.shift:
+            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        return _partition(x, self.ws)
+
+    def from_windows(self, w: Tensor) -> Tensor:
+        x = _reverse(w, self.ws, self.Hp, self.Wp)
+        if self.shift:
+            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
+        if self.Hp != self.H or self.Wp != self.W:
+            x = x[:, : self.H, : self.W, :]
+        return x
+
+    def forward(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
+        windows = self.to_windows(x)
+        if idx is None:
+            y = windows
+            mask = None if self.attn_mask is None else self.attn_mask.unsqueeze(0)
+        else:
+            y = window_gather(windows, idx)
+            mask = None
+            if self.attn_mask is not None:
+                # A constant-data Gather on the (nW, N, N) mask: same indices, no per-sample copy.
+                K = idx.shape[1]
+                mask = self.attn_mask.index_select(0, idx.reshape(-1)).reshape(-1, K, self.ws ** 2, self.ws ** 2)
+        y = y + self.attn(self.norm1(y), mask)
+        y = y + self.mlp(self.norm2(y))
+        if idx is not None:
+            y = window_scatter(windows, idx, y)
+        return self.from_windows(y)
+
+    def window_scores(self, act: Tensor) -> Tensor:
+        """act (B, H, W, 1) channel-mean |x| -> (B, nW) L2 norm over each window's tokens."""
+        return torch.linalg.vector_norm(self.to_windows(act).squeeze(-1), ord=2, dim=2)
+
+
+class SwinStage(nn.Module):
+    def __init__(self, dim_in: int, dim: int, depth: int, num_heads: int, map_size: int,
+                 downsample: bool, ratios: list[float]):
+        super().__init__()
+        self.downsample = PatchMerging(dim_in) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(dim, num_heads, map_size, shifted=(j % 2 == 1)) for j in range(depth))
+        nW = self.blocks[0].nW
+        # Python ints: TopK's K must be a constant in the exported graph.
+        self.keep: list[int | None] = [keep_count(nW, r) if r > 0 else None for r in ratios]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x)
+        act = None
+        index_sets: dict[int, Tensor] = {}  # 0: regular blocks, 1: shifted blocks
+        for j, blk in enumerate(self.blocks):
+            k = self.keep[j]
+            if k is None:
+                x = blk(x)
+                continue
+            if act is None:  # once per stage, from the first pruned block's input
+                act = x.abs().mean(dim=-1, keepdim=True)
+            kind = j % 2
+            if kind not in index_sets:  # first pruned block of its kind: the largest K of its kind
+                index_sets[kind] = torch.topk(blk.window_scores(act), k, dim=1, sorted=True).indices
+            idx = index_sets[kind]
+            if k < idx.shape[1]:
+                idx = idx[:, :k]
+            x = blk(x, idx)
+        return x
+
+
+class SwinTransformer(nn.Module):
+    def __init__(self, embed_dim: int, depths, num_heads, num_classes: int = 1000, img_size: int = 224,
+                 task: str = "classify", sparsity: SparsityConfig | None = None, variant: str = "custom"):
+        super().__init__()
+        if task not in ("classify", "backbone"):
+            raise UserError(f"task {task!r} is not supported by Swin; use classify or backbone")
+        if not isinstance(img_size, int) or img_size <= 0 or img_size % 32:
+            raise UserError(f"img_size {img_size} is not a positive multiple of 32 (Swin downsamples by 32); "
+                            f"use e.g. 224, 448 or 672")
+        depths = list(depths)
+        if sparsity is not None and sparsity.is_dense:
+            sparsity = None
+        if sparsity is not None:
+            if [len(s) for s in sparsity.ratios] != depths:
+                raise UserError(f"sparsity config has depths {[len(s) for s in sparsity.ratios]}, "
+                                f"{variant} has {depths}; give one ratio per block")
+            sparsity.validate_for(img_size)
+        self.variant = variant
+        self.task = task
+        self.img_size = img_size
+        self.num_classes = num_classes
+        self.depths = depths
+        self.sparsity = sparsity
+        self.uses_window_ops = sparsity is not None
+        ratios = sparsity.ratios if sparsity is not None else [[0.0] * d for d in depths]
+        dims = [embed_dim * 2 ** i for i in range(len(depths))]
+        self.dims = dims
+        self.patch_embed = PatchEmbed(embed_dim)
+        layers = []
+        for i, (d, h) in enumerate(zip(depths, num_heads)):
+            layers.append(SwinStage(dims[i - 1] if i else embed_dim, dims[i], d, h,
+                                    img_size // PATCH // 2 ** i, downsample=i > 0, ratios=ratios[i]))
+        self.layers = nn.Sequential(*layers)
+        if task == "classify":
+            self.norm = nn.LayerNorm(dims[-1])
+            self.head = nn.Module()
+            self.head.fc = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        else:
+            for i, d in enumerate(dims):
+                self.add_module(f"norm{i}", nn.LayerNorm(d))
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor):
+        x = self.patch_embed(x)
+        if self.task == "classify":
+            for layer in self.layers:
+                x = layer(x)
+            x = self.norm(x).mean(dim=(1, 2))
+            return self.head.fc(x)
+        feats = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            feats.append(getattr(self, f"norm{i}")(x).permute(0, 3, 1, 2).contiguous())
+        return tuple(feats)
+
+
+def _build(embed_dim, depths, num_heads, variant, num_classes, img_size, task, sparsity) -> SwinTransformer:
+    return SwinTransformer(embed_dim, depths, num_heads, num_classes=num_classes, img_size=img_size,
+                           task=task, sparsity=sparsity, variant=variant)
+
+
+def build_swin(name: str, num_classes: int = 1000, img_size: int = 224, task: str = "classify",
+               sparsity: SparsityConfig | None = None) -> SwinTransformer:
+    """Swin-T/S/B (a SparseViT when ``sparsity`` has a non-zero ratio), random weights, eval mode."""
+    if name not in CONFIGS:
+        raise UserError(f"unknown Swin variant {name!r}; choose one of {', '.join(CONFIGS)}")
+    c = CONFIGS[name]
+    return _build(c["embed_dim"], c["depths"], c["num_heads"], name, num_classes, img_size, task,
+                  sparsity).eval()
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+
+_EFFICIENTVIT_HINTS = ("blocks1.", ".downsample.patchmerge", "patch_embed.conv1")
+_DROP = re.compile(r"(^|\.)(relative_position_index|attn_mask)$")
+
+
+def guess_variant(state_dict) -> str | None:
+    """"swin_t"/"swin_s"/"swin_b" from embed dim and stage-2 depth, any supported key layout; else None."""
+    keys = [k[len("backbone."):] if k.startswith("backbone.") else k for k in state_dict]
+    embed = None
+    for k, v in zip(keys, state_dict.values()):
+        if k in ("patch_embed.proj.weight", "patch_embed.projection.weight"):
+            embed = int(v.shape[0])
+    blocks = {int(m.group(1)) for k in keys if (m := re.match(r"(?:layers|stages)\.2\.blocks\.(\d+)\.", k))}
+    depth = max(blocks) + 1 if blocks else None
+    for name, c in CONFIGS.items():
+        if (embed, depth) == (c["embed_dim"], c["depths"][2]):
+            return name
+    return None
+
+
+def detect_format(state_dict) -> str:
+    """"ours" (= timm), "microsoft" (original Swin repo), "mmdet" (mmdet/SparseViT), else UserError."""
+    keys = list(state_dict)
+    if any(h in k for k in keys for h in _EFFICIENTVIT_HINTS):
+        raise UserError("checkpoint looks like an EfficientViT checkpoint (blocks1/patchmerge/conv1 keys), "
+                        "not a Swin/SparseViT one; pass it with an efficientvit_m* model")
+    stripped = [k[len("backbone."):] if k.startswith("backbone.") else k for k in keys]
+    if any(k.startswith("stages.") and ".attn.w_msa." in k for k in stripped) or \
+            "patch_embed.projection.weight" in stripped:
+        return "mmdet"
+    if "patch_embed.proj.weight" in keys and any(k.startswith("layers.") for k in keys):
+        if "head.weight" in keys or any(k.startswith("layers.0.downsample.") for k in keys):
+            return "microsoft"
+        return "ours"
+    raise UserError(f"checkpoint has no recognised Swin keys (expected timm 'layers.*'/'patch_embed.proj.*' "
+                    f"or mmdet 'stages.*.attn.w_msa.*'; first keys: {keys[:3]}); check the file")
+
+
+def _merge_to_mmdet(v: Tensor) -> Tensor:
+    """timm patch-merging weight (.., 4C) -> mmdet unfold order, as mmdet's swin_converter."""
+    if v.dim() == 2:
+        o, i = v.shape
+        return v.reshape(o, 4, i // 4)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(o, i)
+    (i,) = v.shape
+    return v.reshape(4, i // 4)[[0, 2, 1, 3]].transpose(0, 1).reshape(i)
+
+
+def _merge_from_mmdet(v: Tensor) -> Tensor:
+    """Inverse of ``_merge_to_mmdet`` (the [0,2,1,3] permutation is its own inverse)."""
+    if v.dim() == 2:
+        o, i = v.shape
+        return v.reshape(o, i // 4, 4).transpose(1, 2)[:, [0, 2, 1, 3], :].reshape(o, i)
+    (i,) = v.shape
+    return v.reshape(i // 4, 4).transpose(0, 1)[[0, 2, 1, 3]].reshape(i)
+
+
+_MMDET_BLOCK = [("attn.w_msa.", "attn."), ("ffn.layers.0.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.fc2.")]
+
+
+def _from_mmdet(sd) -> dict[str, Tensor]:
+    if any(k.startswith("backbone.") for k in sd):  # a detector checkpoint: keep the backbone only
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("patch_embed.projection."):
+            out["patch_embed.proj." + k[len("patch_embed.projection."):]] = v
+        elif m := re.match(r"stages\.(\d+)\.downsample\.(.*)$", k):
+            out[f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"] = _merge_from_mmdet(v)
+        elif m := re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)$", k):
+            rest = m.group(3)
+            for a, b in _MMDET_BLOCK:
+                if rest.startswith(a):
+                    rest = b + rest[len(a):]
+                    break
+            out[f"layers.{m.group(1)}.blocks.{m.group(2)}.{rest}"] = v
+        else:
+            out[k] = v
+    return out
+
+
+def _from_microsoft(sd) -> dict[str, Tensor]:
+    out = {}
+    for k, v in sd.items():
+        if m := re.match(r"layers\.(\d+)\.downsample\.(.*)$", k):  # end of stage i -> start of i+1
+            out[f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"] = v
+        elif k.startswith("head.") and not k.startswith("head.fc."):
+            out["head.fc." + k[len("head."):]] = v
+        else:
+            out[k] = v
+    return out
+
+
+def convert_checkpoint(state_dict, model: SwinTransformer) -> dict[str, Tensor]:
+    """Any supported Swin layout -> our keys (= timm), ready for a strict ``load_state_dict``.
+
+    Decisions for keys a layout does not have:
+    * task=backbone from a classification checkpoint (timm/Microsoft/ours-classify): ``norm3`` is
+      seeded from the final ``norm`` (so ``features.3`` equals timm's ``forward_features``) and
+      ``norm0..2`` start as identity LayerNorms (weight 1, bias 0), what mmdet does when it starts a
+      detector from an ImageNet Swin; ``head.*`` is dropped. A warning says so.
+    * task=classify from a checkpoint without ``head``/``norm`` (mmdet detectors, backbone exports):
+      UserError -- there is no classifier to load.
+    ``relative_position_index`` and ``attn_mask`` are always dropped (recomputed, non-persistent).
+    """
+    fmt = detect_format(state_dict)
+    guessed = guess_variant(state_dict)
+    if guessed is not None and model.variant in CONFIGS and guessed != model.variant:
+        raise UserError(f"checkpoint holds {guessed} weights but the model is {model.variant}; "
+                        f"export with MODEL={guessed} or pass a {model.variant} checkpoint")
+    if fmt == "mmdet":
+        sd = _from_mmdet(state_dict)
+    elif fmt == "microsoft":
+        sd = _from_microsoft(state_dict)
+    else:
+        sd = dict(state_dict)
+    sd = {k: v for k, v in sd.items() if not _DROP.search(k)}
+
+    n = len(model.dims)
+    has_stage_norms = all(f"norm{i}.weight" in sd for i in range(n))
+    if model.task == "backbone":
+        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+        if not has_stage_norms:
+            if "norm.weight" not in sd:
+                raise UserError("checkpoint has neither per-stage norm0..3 nor a final norm; cannot build "
+                                "backbone outputs from it")
+            sd[f"norm{n - 1}.weight"] = sd.pop("norm.weight")
+            sd[f"norm{n - 1}.bias"] = sd.pop("norm.bias")
+            for i in range(n - 1):
+                sd[f"norm{i}.weight"] = torch.ones(model.dims[i])
+                sd[f"norm{i}.bias"] = torch.zeros(model.dims[i])
+            warnings.warn("classification checkpoint loaded as a backbone: norm3 seeded from the final "
+                          "norm, norm0..2 initialised to identity LayerNorms", stacklevel=2)
+        else:
+            sd = {k: v for k, v in sd.items() if not k.startswith("norm.")}
+    elif model.num_classes == 0:  # pooled features: the head is not used
+        if "norm.weight" not in sd:
+            raise UserError(f"checkpoint ({fmt} layout) has no final norm; export it with --task backbone")
+        sd = {k: v for k, v in sd.items() if not k.startswith("head.") and not re.match(r"norm\d+\.", k)}
+    else:
+        if "head.fc.weight" not in sd or "norm.weight" not in sd:
+            raise UserError(f"checkpoint ({fmt} layout) has no classification head (head.fc / norm); "
+                            f"export it with --task backbone")
+        if model.num_classes > 0 and sd["head.fc.weight"].shape[0] != model.num_classes:
+            raise UserError(f"checkpoint head has {sd['head.fc.weight'].shape[0]} classes, model has "
+                            f"{model.num_classes}; pass --num-classes {sd['head.fc.weight'].shape[0]}")
+        sd = {k: v for k, v in sd.items() if not re.match(r"norm\d+\.", k)}
+
+    own = model.state_dict()
+    for k, v in sd.items():
+        if k in own and tuple(own[k].shape) != tuple(v.shape):
+            raise UserError(f"checkpoint key {k} has shape {tuple(v.shape)}, {model.variant} expects "
+                            f"{tuple(own[k].shape)}; the checkpoint is for another model size")
+    return sd
+
+
+def to_mmdet_state_dict(model: SwinTransformer, prefix: str = "backbone.") -> dict[str, Tensor]:
+    """Our weights in mmdet/SparseViT layout (backbone keys, optional prefix): the round-trip inverse."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("head.") or k.startswith("norm."):
+            continue
+        if k.startswith("patch_embed.proj."):
+            nk = "patch_embed.projection." + k[len("patch_embed.proj."):]
+        elif m := re.match(r"layers\.(\d+)\.downsample\.(.*)$", k):
+            nk, v = f"stages.{int(m.group(1)) - 1}.downsample.{m.group(2)}", _merge_to_mmdet(v)
+        elif m := re.match(r"layers\.(\d+)\.blocks\.(\d+)\.(.*)$", k):
+            rest = m.group(3)
+            for a, b in _MMDET_BLOCK:
+                if rest.startswith(b):
+                    rest = a + rest[len(b):]
+                    break
+            nk = f"stages.{m.group(1)}.blocks.{m.group(2)}.{rest}"
+        else:
+            nk = k
+        out[prefix + nk] = v.clone()
+    return out
