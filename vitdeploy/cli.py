@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--img-size", type=_positive_int, help="input resolution (default: the model's)")
     s.add_argument("--batch", type=_batch_arg, default=None, help="static batch N, or 'dynamic' (default)")
     s.add_argument("--task", choices=("classify", "backbone"), default="classify")
-    s.add_argument("--num-classes", type=_positive_int, default=1000)
+    s.add_argument("--num-classes", type=_positive_int, default=None,
+                   help="classifier classes (default: from the checkpoint's head, else 1000)")
     s.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
     s.add_argument("--portable", action="store_true", help="standard ops only (no vitdeploy custom nodes)")
     s.add_argument("--opset", type=int, default=20)

@@ -35,7 +35,7 @@ def report_path_for(onnx_path: os.PathLike) -> Path:
 # ----------------------------------------------------------------------------- reference models
 
 def build_reference(model: str, *, checkpoint=None, img_size=None, task="classify", sparsity=None,
-                    num_classes=1000, warn: Optional[Progress] = None):
+                    num_classes=None, warn: Optional[Progress] = None):
     """The unfolded PyTorch model: with the checkpoint, or deterministic random weights.
 
     Random weights are randomised non-trivially (BN statistics included), with a fixed seed, so
@@ -84,7 +84,7 @@ def reference_from_metadata(meta: Dict[str, str], checkpoint=None, warn: Optiona
     if isinstance(sparsity, dict):
         from vitdeploy.models.sparsity import SparsityConfig
 
-        sparsity = SparsityConfig(ratios=sparsity["ratios"])
+        sparsity = SparsityConfig(ratios=sparsity["ratios"], source=f"{where} metadata")
     return build_reference(meta["model"], checkpoint=checkpoint, img_size=int(meta["img_size"]),
                            task=meta.get("task", "classify"), sparsity=sparsity,
                            num_classes=int(meta.get("num_classes", 1000)))
@@ -107,7 +107,7 @@ def artifact_metadata(artifact: os.PathLike) -> Dict[str, str]:
 # ----------------------------------------------------------------------------- export
 
 def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_size=None,
-           batch: Optional[int] = None, task: str = "classify", num_classes: int = 1000,
+           batch: Optional[int] = None, task: str = "classify", num_classes: Optional[int] = None,
            precision: str = "fp32", portable: bool = False, opset: int = 20, validate: bool = True,
            validate_batch: int = 2, progress: Progress = _noop) -> Dict[str, object]:
     """Checkpoint -> folded ONNX (+ fp16) -> ORT parity vs the unfolded model -> OUT.report.json."""
@@ -138,6 +138,7 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
              + (f" from {checkpoint}" if checkpoint else " (random weights)"))
     ref = build_reference(model, checkpoint=checkpoint, img_size=img_size, task=task, sparsity=sparsity,
                           num_classes=num_classes, warn=progress)
+    num_classes = ref.num_classes  # from the checkpoint's head when not given
     ckpt_sha = file_sha256(checkpoint) if checkpoint else RANDOM_WEIGHTS
     sparsity_cfg = getattr(ref, "sparsity", None)
     timings["build_s"] = time.perf_counter() - t
@@ -163,8 +164,8 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
 
         proto = to_fp16(proto)
     meta = {"version": __version__, "model": model, "task": task, "img_size": str(img_size),
-            "sparsity": json.dumps(sparsity_cfg.to_json() if sparsity_cfg is not None and
-                                   not sparsity_cfg.is_dense else None),
+            "sparsity": (sparsity_cfg.to_json() if sparsity_cfg is not None and not sparsity_cfg.is_dense
+                         else "null"),
             "precision": precision, "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
             "checkpoint_sha256": ckpt_sha, "num_classes": str(num_classes)}
     vonnx.set_metadata(proto, meta)
@@ -317,8 +318,8 @@ def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"),
             if sparsity is not None:
                 from vitdeploy.models.registry import build_model
 
-                meta["sparsity"] = json.dumps(build_model(model_t[0], img_size=int(meta["img_size"]),
-                                                          sparsity=sparsity).sparsity.to_json())
+                cfg = build_model(model_t[0], img_size=int(meta["img_size"]), sparsity=sparsity).sparsity
+                meta["sparsity"] = cfg.to_json() if cfg is not None else "null"
     img = int(meta["img_size"])
     task = meta.get("task", "classify")
     x = random_images(batch, img, seed=0)

@@ -75,6 +75,8 @@ def check_writable(path: os.PathLike) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise UserError(f"output {path} is a directory; give a file name like {path / 'model.onnx'}")
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"cannot write {path}: {parent} is a file, not a directory")
     if not parent.exists():
         try:
             parent.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,7 @@ def load_state_dict_file(path: os.PathLike) -> Dict[str, torch.Tensor]:
     else:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (zipfile.BadZipFile, EOFError, RuntimeError) as e:
+        except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as e:
             raise UserError(f"{path}: unreadable or truncated checkpoint ({str(e).splitlines()[0][:120]}); "
                             "re-download or re-save it")
         except Exception as e:  # pickle.UnpicklingError for files that hold code objects, etc.

@@ -76,7 +76,18 @@ def guess_model(sd) -> Optional[str]:
     return None
 
 
-def build_model(name: str, *, num_classes: int = 1000, img_size: Optional[int] = None,
+_HEAD_KEYS = ("head.linear.weight", "head.l.weight", "head.fc.weight")
+
+
+def infer_num_classes(sd) -> Optional[int]:
+    """Classes of a checkpoint's classifier head (fine-tuned models rarely have 1000)."""
+    for k, v in sd.items():
+        if k.endswith(_HEAD_KEYS) and getattr(v, "ndim", 0) == 2 and "dist" not in k:
+            return int(v.shape[0])
+    return None
+
+
+def build_model(name: str, *, num_classes: Optional[int] = None, img_size: Optional[int] = None,
                 task: str = "classify", sparsity=None, checkpoint: Optional[os.PathLike] = None):
     """Build `name` in eval mode, with weights from `checkpoint` when given (random otherwise).
 
@@ -89,22 +100,30 @@ def build_model(name: str, *, num_classes: int = 1000, img_size: Optional[int] =
     if task not in spec.tasks:
         raise UserError(f"{name} supports --task {'|'.join(spec.tasks)}, not {task!r}")
     mod = family_module(spec)
+    raw = None
+    if checkpoint is not None:
+        from vitdeploy.models.checkpoints import load_state_dict_file
+
+        raw = load_state_dict_file(checkpoint)
+    if num_classes is None:
+        num_classes = (infer_num_classes(raw) if raw is not None and task == "classify" else None) or 1000
     if spec.family == "swin":
         from vitdeploy.models.sparsity import SparsityConfig, parse_sparsity
 
         cfg = sparsity if isinstance(sparsity, SparsityConfig) or sparsity is None else None
         if cfg is None and sparsity is not None:
-            cfg = parse_sparsity(sparsity, mod.SWIN_VARIANTS[name]["depths"], img_size=img_size)
+            cfg = parse_sparsity(sparsity, mod.CONFIGS[name]["depths"], img_size=img_size)
         model = getattr(mod, spec.builder)(name, num_classes=num_classes, img_size=img_size, task=task,
                                            sparsity=cfg)
     else:
         if sparsity is not None:
             raise UserError(f"--sparsity applies to Swin models (SparseViT), not {name}")
-        model = getattr(mod, spec.builder)(name, num_classes=num_classes, img_size=img_size)
-    if checkpoint is not None:
-        from vitdeploy.models.checkpoints import load_into, load_state_dict_file
+        # a distillation head in the file: build it, so eval averages both heads like the official code
+        distill = raw is not None and mod.has_distillation_head(raw)
+        model = getattr(mod, spec.builder)(name, num_classes=num_classes, img_size=img_size, distillation=distill)
+    if raw is not None:
+        from vitdeploy.models.checkpoints import load_into
 
-        raw = load_state_dict_file(checkpoint)
         guess = guess_model(raw)
         try:
             sd = mod.convert_checkpoint(raw, model)
@@ -113,6 +132,7 @@ def build_model(name: str, *, num_classes: int = 1000, img_size: Optional[int] =
                 raise UserError(f"{checkpoint}: looks like a {guess} checkpoint, not {name} ({e})")
             raise
         load_into(model, sd, name, source=str(checkpoint), guess=guess)
+    model.num_classes = num_classes
     return model.eval()
 
 
@@ -123,12 +143,16 @@ def randomize_for_parity(model, seed: int = 0):
 
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        # every value comes from the seeded generator (not from the random init), so two builds
+        # in two processes give the same model: `validate` can rebuild an export's weights
         for name, p in model.named_parameters():
             if p.ndim <= 1:
-                p.copy_(p + 0.1 * torch.randn(p.shape, generator=g))
+                base = 1.0 if name.endswith("weight") else 0.0  # norm scales around 1, biases around 0
+                p.copy_(base + 0.1 * torch.randn(p.shape, generator=g))
             else:
                 fan_in = max(1, p[0].numel())
-                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+                # 0.5/sqrt(fan_in): activations stay O(1) through dozens of residual branches
+                p.copy_(0.5 * torch.randn(p.shape, generator=g) / fan_in ** 0.5)
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
