@@ -237,35 +237,18 @@ def _cos(a, b):
 
 
 def _export_model(tmp_path, name, sparsity=None, precision="fp32"):
-    """Export through the lead's exporter; returns (torch model, onnx path)."""
-    import inspect
+    """Export through vitdeploy's own export job; returns (the unfolded torch reference, onnx path).
 
-    import torch
+    A float sparsity means "that ratio in stages 0-2": at 224 stage 3 is a single window, which
+    no ratio > 0 can prune."""
+    from vitdeploy import jobs
+    from vitdeploy.models.sparsity import SparsityConfig
 
-    from vitdeploy.export.onnx import export_onnx
-    from vitdeploy.models.registry import build_model
-
-    torch.manual_seed(0)
-    model = build_model(name, img_size=224, sparsity=sparsity) if sparsity is not None else \
-        build_model(name, img_size=224)
+    if isinstance(sparsity, float):
+        sparsity = SparsityConfig(ratios=[[sparsity] * 2, [sparsity] * 2, [sparsity] * 6, [0.0, 0.0]])
     path = tmp_path / f"{name}_{precision}.onnx"
-    sig = inspect.signature(export_onnx)
-    call = {}
-    for key, val in (("model", model), ("model_name", name), ("name", name), ("img_size", 224),
-                     ("sparsity", sparsity), ("validate", False), ("batch", "dynamic"),
-                     ("precision", precision)):
-        if key in sig.parameters:
-            call[key] = val
-    out_key = next(k for k in ("output", "out", "path", "out_path") if k in sig.parameters)
-    call[out_key] = str(path)
-    first = next(iter(sig.parameters))
-    if first not in call:
-        call[first] = name if first in ("model_name", "name") else model
-    export_onnx(**call)
-    if precision == "fp16" and "precision" not in sig.parameters:
-        from vitdeploy.export.precision import to_fp16
-
-        onnx.save(to_fp16(onnx.load(str(path))), str(path))
+    jobs.export(name, path, img_size=224, sparsity=sparsity, precision=precision, validate=False)
+    model = jobs.build_reference(name, img_size=224, sparsity=sparsity)
     return model, path
 
 
@@ -396,13 +379,19 @@ def test_cpp_runner_matches_trt_runner(tmp_path):
     out = tmp_path / "out.npy"
     np.save(inp, x)
     with TrtRunner(engine, plugin_lib=lib) as r:
-        ref = r.infer({"images": x})[r.outputs[0].name]
-    # vitdeploy-run contract (C++ runner, vitdeploy/engines/cpp): --engine, --plugin-lib, --input
-    # images .npy (float32 NCHW), --output .npy of the first output.
-    cmd = [str(runner_bin), "--engine", str(engine), "--plugin-lib", str(lib), "--input", str(inp),
-           "--output", str(out)]
+        outs = r.infer({"images": x})
+    first = sorted(outs)[0]
+    ref = outs[first]
+    # vitdeploy-run (vitdeploy/engines/cpp/runner.cpp): --engine, --plugins, --inputs (.npy, float32
+    # NCHW, batch taken from the file), --outputs-dir (one <output name>.npy each), JSON stats on stdout.
+    outdir = tmp_path / "cpp_out"
+    outdir.mkdir()
+    cmd = [str(runner_bin), "--engine", str(engine), "--plugins", str(lib), "--batch", "2", "--inputs", str(inp),
+           "--outputs-dir", str(outdir), "--iters", "5", "--warmup", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    got = np.load(out)
+    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert stats["backend"] == "trt-cpp" and stats["batch"] == 2 and stats["iters"] == 5
+    got = np.load(outdir / (first.replace("/", "_") + ".npy"))
     assert got.shape == ref.shape and got.dtype == np.float32
     np.testing.assert_array_equal(got, ref)

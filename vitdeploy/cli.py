@@ -299,17 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="serve an artifact through Triton Inference Server (PyTriton)")
     s.add_argument("artifact")
-    s.add_argument("--backend", choices=("ort", "trt", "torch"), default=None)
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--backend", choices=("ort", "ort-cuda", "trt", "torch"), default=None,
+                   help="default: trt for .engine, ort for .onnx; torch = the PyTorch original (A/B checks)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     s.add_argument("--http-port", type=int, default=8000)
     s.add_argument("--grpc-port", type=int, default=8001)
     s.add_argument("--metrics-port", type=int, default=8002)
     s.add_argument("--max-batch", type=_positive_int, default=16)
-    s.add_argument("--max-queue-delay-us", type=int, default=2000)
+    s.add_argument("--max-queue-delay-us", type=int, default=500)
+    s.add_argument("--preferred-batch-sizes", type=_positive_int, nargs="+")
+    s.add_argument("--no-dynamic-batching", action="store_true")
     s.add_argument("--instances", type=_positive_int, default=1)
     s.add_argument("--model-name")
     s.add_argument("--plugin-lib")
     s.add_argument("--threads", type=_positive_int)
+    s.add_argument("--verbose", action="store_true", help="tritonserver's own log")
     s.add_argument("--checkpoint", type=_existing_file, help="for --backend torch")
     s.set_defaults(func=cmd_serve)
 
@@ -319,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch", type=_positive_int, default=16)
     s.add_argument("--instances", type=_positive_int, default=1)
     s.add_argument("--model-name")
+    s.add_argument("--preferred-batch-sizes", type=_positive_int, nargs="+")
+    s.add_argument("--plugin-lib", help="path of libvitdeploy_plugins.so on the serving host (for the README)")
     s.set_defaults(func=cmd_triton_repo)
     return p
 

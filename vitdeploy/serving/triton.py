@@ -118,21 +118,16 @@ def _make_runner(info: ArtifactInfo, backend: str, threads: Optional[int], plugi
 
 
 def _build_torch_model(info: ArtifactInfo, checkpoint: Optional[str], say: Callable[[str], None]):
-    """The PyTorch original of the artifact, rebuilt from its metadata (for A/B checks over the wire)."""
-    from vitdeploy.models.registry import build_model
+    """The PyTorch original of the artifact, rebuilt from its metadata (for A/B checks over the wire).
 
-    meta = info.metadata
-    if not meta.get("model"):
+    Same rules as `validate`: an export made with random weights is rebuilt with the same seeded
+    weights; an export made from a checkpoint needs that checkpoint."""
+    from vitdeploy.jobs import reference_from_metadata
+
+    if not info.metadata.get("model"):
         raise UserError(f"{info.path}: no vitdeploy.model metadata, so --backend torch cannot rebuild the "
                         "PyTorch model; use --backend ort")
-    sparsity = meta.get("sparsity")
-    sparsity = json.loads(sparsity) if sparsity not in (None, "", "null") else None
-    if checkpoint is None:
-        say("warning: --backend torch without --checkpoint serves RANDOM weights: outputs will not match "
-            "the artifact")
-    return build_model(meta["model"], num_classes=_metadata_int(info, "num_classes", 1000),
-                       img_size=_metadata_int(info, "img_size"), task=meta.get("task", "classify"),
-                       sparsity=sparsity, checkpoint=checkpoint)
+    return reference_from_metadata(info.metadata, checkpoint=checkpoint, warn=say, where=str(info.path))
 
 
 def _infer_fn(runner, info: ArtifactInfo):
