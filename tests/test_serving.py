@@ -431,23 +431,28 @@ def test_dynamic_batching_merges_concurrent_requests(server, tiny_onnx):
     def metrics():
         return urllib.request.urlopen(server.metrics, timeout=10).read().decode()
 
-    m0 = metrics()
     n = MAX_BATCH
-    xs = [np.random.default_rng(100 + i).standard_normal((1, 3, IMG, IMG)).astype(np.float32) for i in range(n)]
-    with th.InferenceServerClient(server.http, concurrency=n) as c:
-        reqs = []
-        for x in xs:
-            i = th.InferInput("images", list(x.shape), "FP32")
-            i.set_data_from_numpy(x)
-            reqs.append(c.async_infer(MODEL, [i]))
-        outs = [r.get_result(timeout=60).as_numpy("logits") for r in reqs]
     runner = _runner(tiny_onnx)
-    for x, got in zip(xs, outs):
-        np.testing.assert_allclose(got, runner.infer({"images": x})["logits"], rtol=1e-5, atol=1e-6)
-    m1 = metrics()
-    requests = _metric(m1, "nv_inference_request_success") - _metric(m0, "nv_inference_request_success")
-    execs = _metric(m1, "nv_inference_exec_count") - _metric(m0, "nv_inference_exec_count")
-    assert requests == n
+    # On 2 busy cores the requests can trickle in slower than the queue delay; a server without
+    # dynamic batching never merges, so any one of three rounds merging proves the batching.
+    for attempt in range(3):
+        m0 = metrics()
+        xs = [np.random.default_rng(100 + i).standard_normal((1, 3, IMG, IMG)).astype(np.float32) for i in range(n)]
+        with th.InferenceServerClient(server.http, concurrency=n) as c:
+            reqs = []
+            for x in xs:
+                i = th.InferInput("images", list(x.shape), "FP32")
+                i.set_data_from_numpy(x)
+                reqs.append(c.async_infer(MODEL, [i]))
+            outs = [r.get_result(timeout=60).as_numpy("logits") for r in reqs]
+        for x, got in zip(xs, outs):
+            np.testing.assert_allclose(got, runner.infer({"images": x})["logits"], rtol=1e-5, atol=1e-6)
+        m1 = metrics()
+        requests = _metric(m1, "nv_inference_request_success") - _metric(m0, "nv_inference_request_success")
+        execs = _metric(m1, "nv_inference_exec_count") - _metric(m0, "nv_inference_exec_count")
+        assert requests == n
+        if execs < n:
+            break
     assert 1 <= execs < n, f"{n} concurrent requests ran as {execs} executions: no dynamic batching"
 
 
