@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-queue-delay-us", type=int, default=2000)
     p.add_argument("--instances", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="ORT threads (server and direct Runner alike)")
-    p.add_argument("--json", default=str(REPO / "artifacts" / "bench" / "serve_load.json"))
+    p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "serve_load.json"))
     a = p.parse_args(argv)
     if not (1 <= a.clients <= MAX_CLIENTS) or not (0 < a.duration <= MAX_DURATION_S):
         p.error(f"--clients must be 1..{MAX_CLIENTS} and --duration 0..{MAX_DURATION_S} s (a bounded test)")

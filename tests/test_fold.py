@@ -69,3 +69,21 @@ def test_bn_without_running_stats_is_refused():
     m = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, track_running_stats=False))
     with pytest.raises(ValueError):
         fold_batchnorm(m)
+
+
+def test_model_specific_deploy_fusion_runs_after_folding():
+    """EfficientViT's q scale moves into the depthwise conv only once BN is folded, exactly."""
+    from vitdeploy.export.fold import fuse_for_deploy
+    from vitdeploy.models.efficientvit import build_efficientvit
+    from vitdeploy.models.registry import randomize_for_parity
+
+    m = randomize_for_parity(build_efficientvit("efficientvit_m0"), seed=1).eval()
+    unfused = copy.deepcopy(m)
+    assert fuse_for_deploy(unfused) == 0  # BN still there: refuses (scale would land before the BN)
+    f = folded_copy(m)
+    scales = [a.scale for a in f.modules() if hasattr(a, "fuse_for_deploy")]
+    assert scales and all(s == 1.0 for s in scales)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ref, out = m(x), f(x)
+    assert ((ref - out).abs().max() / ref.abs().max()) < 1e-5

@@ -100,7 +100,8 @@ def artifact_metadata(artifact: os.PathLike) -> Dict[str, str]:
     if p.suffix in (".engine", ".plan", ".trt"):
         from vitdeploy.engines.manifest import read_manifest
 
-        return dict(read_manifest(p).get("onnx_metadata", {}))
+        raw = read_manifest(p).get("onnx_metadata", {})  # kept with the "vitdeploy." prefix there
+        return {(k[len("vitdeploy."):] if k.startswith("vitdeploy.") else k): v for k, v in raw.items()}
     raise UserError(f"{p}: unknown artifact type {p.suffix!r}; expected .onnx or .engine")
 
 

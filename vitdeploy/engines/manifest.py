@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import ctypes
 import datetime as _dt
-import hashlib
 import json
 import os
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from vitdeploy.fileio import atomic_write_bytes, file_sha256
 from vitdeploy.errors import CheckFailed, UserError
 
 MANIFEST_FORMAT = "vitdeploy-engine-manifest"
@@ -34,31 +33,7 @@ def manifest_path(engine_path) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, then os.replace: no truncated output on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+sha256_file = file_sha256
 
 
 def write_manifest(path, manifest: dict) -> Path:

@@ -103,10 +103,18 @@ def fold_batchnorm(model: nn.Module) -> Dict[str, int]:
     return counts
 
 
+def fuse_for_deploy(model: nn.Module) -> int:
+    """Run model-specific deploy fusions (modules that define `fuse_for_deploy()`, like the
+    official code's `fuse()` methods) after BN folding; returns how many fired."""
+    return sum(bool(m.fuse_for_deploy()) for m in list(model.modules())
+               if m is not model and callable(getattr(m, "fuse_for_deploy", None)))
+
+
 def folded_copy(model: nn.Module) -> nn.Module:
     """The folded deploy model; the original stays untouched as the parity reference."""
     m = copy.deepcopy(model).eval()
     fold_batchnorm(m)
+    fuse_for_deploy(m)
     return m
 
 

@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager, redirect_stdout, redirect_stderr
@@ -22,6 +21,7 @@ from typing import Dict, List, Optional, Sequence
 import onnx
 
 from vitdeploy.errors import UserError
+from vitdeploy.fileio import atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
 
 DEFAULT_OPSET = 20
 META_PREFIX = "vitdeploy."
@@ -48,25 +48,6 @@ def _quiet():
     finally:
         for lg, lv in zip(loggers, levels):
             lg.setLevel(lv)
-
-
-def atomic_write_bytes(path: os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_json(path: os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
 def check_writable(path: os.PathLike) -> Path:

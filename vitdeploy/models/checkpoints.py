@@ -8,7 +8,6 @@ family shares: reading, unwrapping, the strict load and an error report a user c
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from pathlib import Path
@@ -17,17 +16,10 @@ from typing import Dict, Iterable, List, Optional
 import torch
 
 from vitdeploy.errors import UserError
+from vitdeploy.fileio import file_sha256  # noqa: F401 (re-exported)
 
 WRAPPER_KEYS = ("model_ema", "state_dict_ema", "model", "state_dict", "module", "net")
 FORMATS = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
-
-
-def file_sha256(path: os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _unwrap(obj, path) -> Dict[str, torch.Tensor]:

@@ -214,6 +214,24 @@ class CascadedGroupAttention(nn.Module):
         # convert_checkpoint drops it.
         self.register_buffer("attention_bias_idxs", attention_bias_index(resolution), persistent=False)
 
+    @torch.no_grad()
+    def fuse_for_deploy(self) -> bool:
+        """After BN folding, move the q scale into each head's depthwise conv: one Mul per head
+        less in the exported graph. Exact for key_dim 16 (scale 0.25 is a power of two)."""
+        if self.scale == 1.0:
+            return False
+        convs = []
+        for dw in self.dws:
+            if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in dw.modules()):
+                return False  # BN not folded yet: the scale would be applied before the BN
+            convs.append(dw.conv)
+        for conv in convs:
+            conv.weight.mul_(self.scale)
+            if conv.bias is not None:
+                conv.bias.mul_(self.scale)
+        self.scale = 1.0
+        return True
+
     def forward(self, x):
         r, kd, d = self.resolution, self.key_dim, self.d
         n = r * r
@@ -225,7 +243,9 @@ class CascadedGroupAttention(nn.Module):
             if i > 0:
                 feat = feat + feats_in[i]
             q, k, v = qkv(feat).split([kd, kd, d], dim=1)
-            q = dw(q).reshape(-1, kd, n) * self.scale
+            q = dw(q).reshape(-1, kd, n)
+            if self.scale != 1.0:  # static; 1.0 once fuse_for_deploy() moved it into the dw conv
+                q = q * self.scale
             # Gathered here on every call on purpose: never stale after load_state_dict()/.to(), and
             # a gather of two constants, which the exporter folds into one (N, N) initializer per head.
             bias = self.attention_biases[i][self.attention_bias_idxs]

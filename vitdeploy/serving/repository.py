@@ -189,17 +189,10 @@ def _describe_onnx(path: Path) -> ArtifactInfo:
 
 
 def _describe_engine(path: Path) -> ArtifactInfo:
-    mpath = Path(str(path) + ".json")
-    if not mpath.is_file():
-        alt = path.with_suffix(".json")
-        mpath = alt if alt.is_file() else mpath
-    if not mpath.is_file():
-        raise UserError(f"{path}: engine manifest {path}.json not found; engines built by `vitdeploy build` "
-                        "carry one (rebuild, or keep the .json beside the engine)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{mpath}: unreadable engine manifest ({e}); rebuild the engine")
+    from vitdeploy.engines.manifest import manifest_path, read_manifest
+
+    manifest = read_manifest(path)
+    mpath = manifest_path(path)
     meta_raw = manifest.get("onnx_metadata") or {}
     meta = {(k[len(META_PREFIX):] if k.startswith(META_PREFIX) else k): (v if isinstance(v, str) else json.dumps(v))
             for k, v in meta_raw.items()}
