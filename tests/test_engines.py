@@ -395,3 +395,28 @@ def test_cpp_runner_matches_trt_runner(tmp_path):
     got = np.load(outdir / (first.replace("/", "_") + ".npy"))
     assert got.shape == ref.shape and got.dtype == np.float32
     np.testing.assert_array_equal(got, ref)
+
+
+def test_profile_defaults_follow_the_onnx_batch():
+    from vitdeploy.engines.manifest import profile_from_batches
+
+    dyn = profile_from_batches(["batch", 3, 224, 224])
+    assert (dyn["min"][0], dyn["opt"][0], dyn["max"][0]) == (1, 1, 16)
+    assert profile_from_batches(["batch", 3, 224, 224], opt_batch=32)["max"][0] == 32
+    static = profile_from_batches([4, 3, 224, 224])
+    assert (static["min"][0], static["opt"][0], static["max"][0]) == (4, 4, 4)
+
+
+def test_cli_build_without_tensorrt_exits_2_with_install_line(tmp_path):
+    import subprocess
+    import sys
+
+    if _trt_import_error() is None:
+        pytest.skip("TensorRT is importable here; this checks the message on machines without it")
+    onnx_path = tmp_path / "m.onnx"
+    _tiny_onnx(onnx_path)
+    res = subprocess.run([sys.executable, "-m", "vitdeploy.cli", "build", str(onnx_path), "-o", str(tmp_path / "m.engine")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "pip install 'vitdeploy[tensorrt]'" in res.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "m.engine").exists()

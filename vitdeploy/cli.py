@@ -264,9 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("onnx", type=_existing_file)
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--plugin-lib")
-    s.add_argument("--min-batch", type=_positive_int, default=1)
-    s.add_argument("--opt-batch", type=_positive_int, default=None)
-    s.add_argument("--max-batch", type=_positive_int, default=None)
+    s.add_argument("--min-batch", type=_positive_int, default=None, help="default 1 (or the ONNX's static batch)")
+    s.add_argument("--opt-batch", type=_positive_int, default=None, help="default: --min-batch")
+    s.add_argument("--max-batch", type=_positive_int, default=None, help="default: max(opt, 16)")
     s.add_argument("--timing-cache")
     s.set_defaults(func=cmd_build)
 

@@ -211,8 +211,8 @@ def _plugin_layer_count(trt, network) -> int:
     return sum(1 for i in range(network.num_layers) if network.get_layer(i).type in kinds)
 
 
-def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] = None, min_batch: int = 1,
-                 opt_batch: int = 1, max_batch: int = 1, timing_cache: Optional[str] = None,
+def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] = None, min_batch: Optional[int] = None,
+                 opt_batch: Optional[int] = None, max_batch: Optional[int] = None, timing_cache: Optional[str] = None,
                  opt_level: int = 3, workspace_gib: Optional[float] = None,
                  progress: Optional[Callable[[str], None]] = None) -> dict:
     """Build `engine_path` from `onnx_path` and write `<engine_path>.json`; returns the manifest.
@@ -228,6 +228,7 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
                         "export it with vitdeploy export")
     inp = info["inputs"][0]
     shapes = profile_from_batches(inp["shape"], min_batch, opt_batch, max_batch)
+    min_batch, opt_batch, max_batch = shapes["min"][0], shapes["opt"][0], shapes["max"][0]  # defaults resolved
     if not isinstance(opt_level, int) or not 0 <= opt_level <= 5:
         raise UserError(f"builder optimization level {opt_level!r}: must be an integer 0..5")
     if workspace_gib is not None and not workspace_gib > 0:
