@@ -3,10 +3,15 @@
 At 672x672 (SparseViT's resolution), batch 1, two threads, backbone task (the four feature maps
 SparseViT's detector consumes). For each config: our ONNX on ONNX Runtime and the PyTorch eager
 model, median latency, the ideal speedup (dense MACs / pruned MACs, counted from the ops PyTorch
-runs) and the measured one, and — from ONNX Runtime's profiler — the share of the pruned model's
-time spent in window gather / scatter / top-k (and in the importance score that feeds top-k).
+runs) and the measured one, and -- from ONNX Runtime's profiler -- the share of the pruned model's
+node time spent in window gather / scatter / top-k and in the importance score that feeds top-k.
 
-    .venv/bin/python benchmarks/sparsevit_cpu.py [--model swin_t] [--img-size 672] [--iters 10]
+Noise: the machine may be shared, so configs are not timed one after another. All models are
+built first, then every timing round runs each config once (dense included), and each config's
+latency is the median over rounds; a load spike therefore hits all configs alike instead of
+skewing one ratio. Same protocol as ``vitdeploy bench`` (``infer`` host-to-host, synchronised).
+
+    .venv/bin/python benchmarks/sparsevit_cpu.py [--model swin_t] [--img-size 672] [--rounds 15]
 
 Writes benchmarks/results/sparsevit_cpu.json and benchmarks/results/sparsevit_cpu.png.
 """
@@ -16,29 +21,41 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vitdeploy import jobs  # noqa: E402
-from vitdeploy.engines.bench import bench_runner  # noqa: E402
+from vitdeploy.engines.bench import summarize  # noqa: E402
 from vitdeploy.engines.runners import OrtRunner, TorchRunner, set_threads  # noqa: E402
 from vitdeploy.export.onnx import output_names_for  # noqa: E402
+from vitdeploy.fileio import atomic_write_json  # noqa: E402
 from vitdeploy.models.registry import random_images  # noqa: E402
 
 CONFIGS = [("dense", None), ("cfg1", "cfg1"), ("cfg2", "cfg2"), ("cfg3", "cfg3"),
            ("uniform 0.2", "0.2"), ("uniform 0.4", "0.4"), ("uniform 0.6", "0.6"), ("uniform 0.8", "0.8")]
 
+# ORT inlines the vitdeploy::WindowGather/WindowScatter function bodies and the node names it
+# profiles are its own (Gather_677, ScatterND_601), so time is attributed by op type:
+SHARE_OPS = {
+    "ScatterND": "scatter",  # only the WindowScatter bodies use ScatterND
+    # every Gather: window gathers, the constant-data shift-mask gather, the constant window->token
+    # tables and relayout permutations, the score's token permutation, and tiny shape gathers
+    "Gather": "gather",
+    "TopK": "topk",
+    # the per-stage importance score: mean |x| over channels (Abs + ReduceMean; the backbone has no
+    # other ReduceMean, LayerNorm is fused) and the L2 over each window's tokens (ReduceL2)
+    "Abs": "score", "ReduceMean": "score", "ReduceL2": "score",
+}
+
 
 def window_op_share(profile_json: str) -> dict:
-    """Share of node time in the window ops, from an ORT profile.
-
-    The custom nodes run through their inlined function bodies, whose node names keep the call
-    node's name (`.../WindowGather...`); TopK and its score (ReduceL2 on the |x| map) are
-    attributed by op type."""
+    """Share of all node time per kind (``SHARE_OPS``), from an ORT profile."""
     events = json.loads(Path(profile_json).read_text())
     per_kind = collections.Counter()
     total = 0.0
@@ -47,17 +64,33 @@ def window_op_share(profile_json: str) -> dict:
             continue
         dur = float(e.get("dur", 0))
         total += dur
-        name = e["name"]
-        op = e.get("args", {}).get("op_name", "")
-        if "WindowGather" in name or "window_gather" in name:
-            per_kind["gather"] += dur
-        elif "WindowScatter" in name or "window_scatter" in name:
-            per_kind["scatter"] += dur
-        elif op == "TopK":
-            per_kind["topk"] += dur
-        elif op == "ReduceL2":
-            per_kind["score"] += dur
+        kind = SHARE_OPS.get(e.get("args", {}).get("op_name", ""))
+        if kind:
+            per_kind[kind] += dur
     return {k: (per_kind[k] / total if total else 0.0) for k in ("gather", "scatter", "topk", "score")}
+
+
+def interleaved(runners: dict, x, rounds: int, warmup: int) -> dict:
+    """Per label: ``summarize`` of ``rounds`` timings, taken round-robin over all runners."""
+    feeds = {label: {r.inputs[0].name: x} for label, r in runners.items()}
+    for label, r in runners.items():
+        for _ in range(warmup):
+            r.infer(feeds[label])
+        r.synchronize()
+    times = {label: [] for label in runners}
+    for _ in range(rounds):
+        for label, r in runners.items():
+            t0 = time.perf_counter()
+            r.infer(feeds[label])
+            r.synchronize()
+            times[label].append(time.perf_counter() - t0)
+    out = {}
+    for label, ts in times.items():
+        st = {"backend": runners[label].name, "batch": int(x.shape[0]), "warmup": warmup, "iters": len(ts),
+              "timing_scope": "infer() host-to-host, round-robin over configs"}
+        st.update(summarize(ts, int(x.shape[0])))
+        out[label] = st
+    return out
 
 
 def main(argv=None):
@@ -65,9 +98,9 @@ def main(argv=None):
     ap.add_argument("--model", default="swin_t")
     ap.add_argument("--img-size", type=int, default=672)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=15, help="ORT timing rounds (each runs every config once)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--torch-iters", type=int, default=5)
+    ap.add_argument("--torch-rounds", type=int, default=5)
     ap.add_argument("--configs", nargs="+", default=[c for c, _ in CONFIGS])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sparsevit_cpu"))
     args = ap.parse_args(argv)
@@ -75,32 +108,42 @@ def main(argv=None):
     set_threads(args.threads)
     task = "backbone"
     x = random_images(1, args.img_size)
+    selected = [(label, spec) for label, spec in CONFIGS if label in args.configs]
+    if "dense" not in [label for label, _ in selected]:
+        ap.error("--configs must include dense (the speedup baseline)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="vd-sparsevit-") as tmp:
-        for label, spec in CONFIGS:
-            if label not in args.configs:
-                continue
-            onnx_path = Path(tmp) / f"{label.replace(' ', '_')}.onnx"
-            rep = jobs.export(args.model, onnx_path, sparsity=spec, img_size=args.img_size, task=task,
-                              validate=False)
-            dense_macs = rep.get("dense_macs", rep["macs"])
-            ort_r = OrtRunner(str(onnx_path), threads=args.threads)
-            o = bench_runner(ort_r, x, warmup=args.warmup, iters=args.iters, threads=args.threads)
-            # profile in a separate session so profiling overhead stays out of the latency
-            prof_r = OrtRunner(str(onnx_path), threads=args.threads, profile_prefix=str(Path(tmp) / "prof"))
+        reps, paths = {}, {}
+        for label, spec in selected:
+            paths[label] = Path(tmp) / f"{label.replace(' ', '_')}.onnx"
+            reps[label] = jobs.export(args.model, paths[label], sparsity=spec, img_size=args.img_size, task=task,
+                                      validate=False)
+            print(f"exported {label}", flush=True)
+        ort_runners = {label: OrtRunner(str(paths[label]), threads=args.threads) for label, _ in selected}
+        ort = interleaved(ort_runners, x, args.rounds, args.warmup)
+        del ort_runners
+        shares = {}
+        for label, _ in selected:  # separate sessions: profiling overhead stays out of the latency
+            prof_r = OrtRunner(str(paths[label]), threads=args.threads, profile_prefix=str(Path(tmp) / "prof"))
             for _ in range(3):
                 prof_r.infer({"images": x})
-            share = window_op_share(prof_r.end_profiling())
-            ref = jobs.build_reference(args.model, img_size=args.img_size, task=task, sparsity=spec)
-            t = bench_runner(TorchRunner(ref, output_names=output_names_for(task), threads=args.threads), x,
-                             warmup=1, iters=args.torch_iters, threads=args.threads)
-            rows.append({"config": label, "sparsity": rep["sparsity"], "macs_g": rep["macs"] / 1e9,
-                         "dense_macs_g": dense_macs / 1e9, "ideal_speedup": dense_macs / rep["macs"],
-                         "ort_ms": o["median_ms"], "torch_ms": t["median_ms"], "ort_share": share,
-                         "ort": o, "torch": t})
-            print(f"{label:<12} MACs {rep['macs'] / 1e9:6.2f} G  ort {o['median_ms']:8.1f} ms  torch "
-                  f"{t['median_ms']:8.1f} ms  gather+scatter {100 * (share['gather'] + share['scatter']):.2f}%",
-                  flush=True)
+            shares[label] = window_op_share(prof_r.end_profiling())
+        torch_runners = {label: TorchRunner(jobs.build_reference(args.model, img_size=args.img_size, task=task,
+                                                                 sparsity=spec),
+                                            output_names=output_names_for(task), threads=args.threads)
+                         for label, spec in selected}
+        eager = interleaved(torch_runners, x, args.torch_rounds, 1)
+        del torch_runners
+    for label, _ in selected:
+        rep, o, t, share = reps[label], ort[label], eager[label], shares[label]
+        dense_macs = rep.get("dense_macs", rep["macs"])
+        rows.append({"config": label, "sparsity": rep["sparsity"], "macs_g": rep["macs"] / 1e9,
+                     "dense_macs_g": dense_macs / 1e9, "ideal_speedup": dense_macs / rep["macs"],
+                     "ort_ms": o["median_ms"], "torch_ms": t["median_ms"], "ort_share": share,
+                     "ort": o, "torch": t})
+        print(f"{label:<12} MACs {rep['macs'] / 1e9:6.2f} G  ort {o['median_ms']:8.1f} ms  torch "
+              f"{t['median_ms']:8.1f} ms  gather+scatter {100 * (share['gather'] + share['scatter']):.2f}%",
+              flush=True)
 
     dense = next(r for r in rows if r["config"] == "dense")
     for r in rows:
@@ -108,7 +151,10 @@ def main(argv=None):
         r["torch_speedup"] = dense["torch_ms"] / r["torch_ms"]
         r["efficiency"] = r["ort_speedup"] / r["ideal_speedup"]
     print()
-    print(f"{args.model} backbone at {args.img_size}x{args.img_size}, batch 1, {args.threads} threads")
+    print(f"{args.model} backbone at {args.img_size}x{args.img_size}, batch 1, {args.threads} threads; "
+          f"median of {args.rounds} ORT / {args.torch_rounds} eager round-robin rounds")
+    print("Shares are of ORT node time, by op type: gather+scatter = all Gather (window gathers, shift-mask "
+          "gather, constant index tables) + ScatterND; top-k+score = TopK + Abs/ReduceMean/ReduceL2.")
     print("| config | GMACs | ideal speedup | ORT ms | ORT speedup | measured / ideal | gather+scatter share | top-k+score share | PyTorch eager ms | eager speedup |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -118,8 +164,10 @@ def main(argv=None):
               f"| {r['torch_ms']:.1f} | {r['torch_speedup']:.2f}x |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"model": args.model, "img_size": args.img_size,
-                                                    "threads": args.threads, "rows": rows}, indent=2))
+    atomic_write_json(out.with_suffix(".json"), {"model": args.model, "img_size": args.img_size,
+                                                 "threads": args.threads, "rounds": args.rounds,
+                                                 "torch_rounds": args.torch_rounds, "share_ops": SHARE_OPS,
+                                                 "rows": rows})
     try:
         import matplotlib
 
@@ -141,7 +189,9 @@ def main(argv=None):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out.with_suffix(".png"), dpi=120)
+        tmp_png = out.with_name(out.name + ".tmp.png")
+        fig.savefig(tmp_png, dpi=120)
+        os.replace(tmp_png, out.with_suffix(".png"))
         print(f"wrote {out.with_suffix('.png')}")
     except ImportError:
         print("matplotlib not installed: no plot")

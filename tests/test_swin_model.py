@@ -174,6 +174,20 @@ def test_pruned_matches_slow_reference(img, ratios):
         assert _rel(dense(x)[0], ys[0]) > 1e-3  # pruning really changed something
 
 
+@pytest.mark.parametrize("img", [224, 320])
+def test_mixed_stage_window_rows_path_matches_slow_reference(img):
+    """A stage with dense and pruned blocks stays on window rows and relayouts between blocks
+    (all-pruned stages take the token-map path instead); both must be the reference, padded too."""
+    ratios = [[0, 0.3], [0.2, 0.2], [0, 0.4], [0, 0]]
+    m = tiny(img, ratios, task="backbone", seed=3)
+    assert m.layers[1].keep[0] is not None and m.layers[0].keep[0] is None  # both paths in one model
+    x = torch.randn(2, 3, img, img)
+    with torch.no_grad():
+        ys = m(x)
+    for y, r in zip(ys, ref_forward(m, x, ratios)):
+        assert _rel(y, r) < 1e-5
+
+
 def test_prefix_nesting_and_separate_shifted_sets():
     depths = (2, 2, 4, 2)
     ratios = [[0.2, 0.2], [0, 0], [0.1, 0.1, 0.5, 0.5], [0, 0]]

@@ -3,13 +3,25 @@
 Module names equal timm's ``swin_transformer`` names, so timm checkpoints load with identity keys;
 ``convert_checkpoint`` also takes Microsoft-original and mmdet/SparseViT layouts.
 
-Execution follows the official SparseViT code (reference/models.md §2.3), per block:
+Semantics follow the official SparseViT code (reference/models.md §2.3), per block:
 pad -> roll (shifted) -> partition -> [gather kept windows] -> LN1 -> W-MSA (+ relative position
 bias, + shift mask gathered with the same indices) -> residual -> LN2 -> MLP -> residual ->
 [scatter back; pruned windows unchanged] -> reverse -> roll back -> crop.
 Window importance is computed once per stage at the first pruned block, from its input
 (channel-mean |x| per token, padded, rolled for shifted blocks, L2 over each window's tokens);
 regular and shifted blocks keep separate sorted top-k index sets, later blocks take a prefix.
+
+Execution does not go back to the token map between blocks (that was five full-map copies per
+block: roll, partition, reverse, roll back, plus the scatter's). A stage keeps its activations as
+window rows ``[B, nW*N, C]`` of the padded map, in the *regular* partition or the *shifted* one
+(partition of the map rolled by -shift). "Reverse, roll back, pad, roll, partition" between two
+blocks is then one constant permutation of those rows: a single ``index_select`` (ONNX ``Gather``
+on a constant index). The map is partitioned once at stage start and rebuilt once at stage end.
+Pad tokens: the reference re-pads with zeros before every block (LN1 then sees zeros there), so
+where a stage needs padding the pad rows are re-zeroed by a constant 0/1 row mask after each
+permutation; stages without padding carry no mask. The per-token importance map is permuted the
+same way (one channel: cheap), so regular and shifted window scores are bit-identical to
+computing them on the padded, rolled, partitioned map.
 
 Where a stage's token map is no larger than the window, the window is the whole map and blocks do
 not shift (as in Swin/timm; DESIGN decision 5). The relative-position table keeps its 13x13 size
@@ -166,74 +178,154 @@ class SwinTransformerBlock(nn.Module):
         else:
             self.attn_mask = None
 
-    def to_windows(self, x: Tensor) -> Tensor:
-        """(B, H, W, C) -> padded, rolled, partitioned (B, nW, N, C)."""
-        if self.Hp != self.H or self.Wp != self.W:
-            x = F.pad(x, (0, 0, 0, self.Wp - self.W, 0, self.Hp - self.H))
-        if self.shift:
-            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        return _partition(x, self.ws)
+    def forward(self, x: Tensor, idx: Tensor | None = None, rows: Tensor | None = None,
+                valid: Tensor | None = None) -> Tensor:
+        """Dense/window form: x is this block's windows (B, nW, N, C), padded/rolled/partitioned as
+        the reference does (the stage brings them into this layout); returns the same layout.
 
-    def from_windows(self, w: Tensor) -> Tensor:
-        x = _reverse(w, self.ws, self.Hp, self.Wp)
-        if self.shift:
-            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
-        if self.Hp != self.H or self.Wp != self.W:
-            x = x[:, : self.H, : self.W, :]
-        return x
-
-    def forward(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
-        windows = self.to_windows(x)
+        Token form (``rows`` given, all-pruned stages): x is the padded token map (B, Hp*Wp, C);
+        ``rows`` (B, K*N) are the map rows of the kept windows' tokens in window order, moved with
+        the same gather/scatter ops as one-token windows; ``valid`` (B, K, N, 1) zeroes results on
+        pad tokens so the map's pad stays zero (the reference re-pads with zeros every block)."""
+        N = self.ws * self.ws
         if idx is None:
-            y = windows
+            y = x
             mask = None if self.attn_mask is None else self.attn_mask.unsqueeze(0)
         else:
-            y = window_gather(windows, idx)
+            K = idx.shape[1]
+            if rows is None:
+                y = window_gather(x, idx)
+            else:
+                y = window_gather(x.unsqueeze(2), rows).reshape(-1, K, N, x.shape[-1])
             mask = None
             if self.attn_mask is not None:
                 # A constant-data Gather on the (nW, N, N) mask: same indices, no per-sample copy.
-                K = idx.shape[1]
-                mask = self.attn_mask.index_select(0, idx.reshape(-1)).reshape(-1, K, self.ws ** 2, self.ws ** 2)
+                mask = self.attn_mask.index_select(0, idx.reshape(-1)).reshape(-1, K, N, N)
         y = y + self.attn(self.norm1(y), mask)
         y = y + self.mlp(self.norm2(y))
-        if idx is not None:
-            y = window_scatter(windows, idx, y)
-        return self.from_windows(y)
+        if idx is None:
+            return y
+        if rows is None:
+            return window_scatter(x, idx, y)
+        if valid is not None:
+            y = y * valid
+        return window_scatter(x.unsqueeze(2), rows, y.reshape(-1, K * N, 1, y.shape[-1])).squeeze(2)
 
-    def window_scores(self, act: Tensor) -> Tensor:
-        """act (B, H, W, 1) channel-mean |x| -> (B, nW) L2 norm over each window's tokens."""
-        return torch.linalg.vector_norm(self.to_windows(act).squeeze(-1), ord=2, dim=2)
+
+def _layout_source(Hp: int, Wp: int, ws: int, shift: int) -> Tensor:
+    """For each window row of a layout, the padded-map position (r*Wp + c) it holds."""
+    pos = torch.arange(Hp * Wp).reshape(1, Hp, Wp, 1)
+    if shift:
+        pos = torch.roll(pos, shifts=(-shift, -shift), dims=(1, 2))
+    return _partition(pos, ws).reshape(-1)
 
 
 class SwinStage(nn.Module):
+    """A stage's blocks on persistent window rows (module docstring): layout 0 is the regular
+    partition of the padded map, layout 1 the shifted one."""
+
     def __init__(self, dim_in: int, dim: int, depth: int, num_heads: int, map_size: int,
                  downsample: bool, ratios: list[float]):
         super().__init__()
         self.downsample = PatchMerging(dim_in) if downsample else nn.Identity()
         self.blocks = nn.ModuleList(
             SwinTransformerBlock(dim, num_heads, map_size, shifted=(j % 2 == 1)) for j in range(depth))
-        nW = self.blocks[0].nW
+        b = self.blocks[0]
+        nW = b.nW
         # Python ints: TopK's K must be a constant in the exported graph.
         self.keep: list[int | None] = [keep_count(nW, r) if r > 0 else None for r in ratios]
+        self.H, self.W, self.Hp, self.Wp, self.ws, self.nW = b.H, b.W, b.Hp, b.Wp, b.ws, nW
+        self.padded = (b.Hp, b.Wp) != (b.H, b.W)
+        shift = max(blk.shift for blk in self.blocks)
+        n = b.Hp * b.Wp
+        ident = torch.arange(n)
+        srcs = [_layout_source(b.Hp, b.Wp, b.ws, 0)] + ([_layout_source(b.Hp, b.Wp, b.ws, shift)] if shift else [])
+        invs = [torch.empty_like(s_).scatter_(0, s_, ident) for s_ in srcs]
+        valid_pos = torch.arange(b.Hp)[:, None].mul(b.Wp).add(torch.arange(b.Wp))[: b.H, : b.W].reshape(-1)
+        # Constant row permutations; None where a step is the identity (no node at all).
+        self.register_buffer("rows_from_map", None if torch.equal(srcs[0], ident) else srcs[0], persistent=False)
+        for L, inv in enumerate(invs):
+            to_map = inv[valid_pos]
+            self.register_buffer(f"map_from_{L}", None if torch.equal(to_map, ident) else to_map, persistent=False)
+            # 1 where a row is a real token, 0 on padding (only stages that pad use it).
+            valid = (srcs[L] // b.Wp < b.H) & (srcs[L] % b.Wp < b.W)
+            self.register_buffer(f"valid_{L}", valid.float()[:, None] if self.padded else None, persistent=False)
+        if shift:
+            self.register_buffer("perm_0to1", invs[0][srcs[1]], persistent=False)
+            self.register_buffer("perm_1to0", invs[1][srcs[0]], persistent=False)
+        # Token form: (nW, N) map rows of each window's tokens per layout, and their pad validity.
+        for L, src in enumerate(srcs):
+            self.register_buffer(f"tokens_{L}", src.reshape(nW, -1), persistent=False)
+            valid = (src // b.Wp < b.H) & (src % b.Wp < b.W)
+            self.register_buffer(f"tokens_valid_{L}", valid.float().reshape(nW, -1, 1) if self.padded else None,
+                                 persistent=False)
+
+    def _relayout(self, x: Tensor, src: int, dst: int) -> Tensor:
+        """[B, nW*N, *] rows of layout ``src`` -> layout ``dst`` (one Gather on a constant index)."""
+        return x if src == dst else x.index_select(1, getattr(self, f"perm_{src}to{dst}"))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.downsample(x)
-        act = None
+        C = x.shape[-1]
+        nW, N = self.nW, self.ws * self.ws
+        if self.padded:
+            x = F.pad(x, (0, 0, 0, self.Wp - self.W, 0, self.Hp - self.H))
+        x = x.reshape(-1, self.Hp * self.Wp, C)
+        if all(k is not None for k in self.keep):
+            return self._forward_pruned(x).reshape(-1, self.Hp, self.Wp, C)[:, : self.H, : self.W]
+        if self.rows_from_map is not None:
+            x = x.index_select(1, self.rows_from_map)  # partition (+ pad) once per stage
+        cur = 0
+        act = act_layout = None
         index_sets: dict[int, Tensor] = {}  # 0: regular blocks, 1: shifted blocks
         for j, blk in enumerate(self.blocks):
+            want = 1 if blk.shift else 0
+            if j > 0:
+                x = self._relayout(x, cur, want)
+                if self.padded:  # the reference re-pads with zeros before every block
+                    x = x * getattr(self, f"valid_{want}")
+            cur = want
             k = self.keep[j]
             if k is None:
-                x = blk(x)
+                x = blk(x.reshape(-1, nW, N, C)).reshape(-1, nW * N, C)
                 continue
-            if act is None:  # once per stage, from the first pruned block's input
-                act = x.abs().mean(dim=-1, keepdim=True)
+            if act is None:  # once per stage, from the first pruned block's input (pad rows are 0)
+                act, act_layout = x.abs().mean(dim=-1), cur
             kind = j % 2
             if kind not in index_sets:  # first pruned block of its kind: the largest K of its kind
-                index_sets[kind] = torch.topk(blk.window_scores(act), k, dim=1, sorted=True).indices
+                a = self._relayout(act, act_layout, cur).reshape(-1, nW, N)
+                score = torch.linalg.vector_norm(a, ord=2, dim=2)
+                index_sets[kind] = torch.topk(score, k, dim=1, sorted=True).indices
             idx = index_sets[kind]
             if k < idx.shape[1]:
                 idx = idx[:, :k]
-            x = blk(x, idx)
+            x = blk(x.reshape(-1, nW, N, C), idx).reshape(-1, nW * N, C)
+        to_map = getattr(self, f"map_from_{cur}")
+        if to_map is not None:
+            x = x.index_select(1, to_map)  # reverse + roll back + crop, once per stage
+        return x.reshape(-1, self.H, self.W, C)
+
+    def _forward_pruned(self, x: Tensor) -> Tensor:
+        """Every block pruned: stay on the padded token map. A block's only full-map pass is then
+        the scatter's copy; no partition, relayout or reverse is executed at all."""
+        nW, N = self.nW, self.ws * self.ws
+        act = x.abs().mean(dim=-1)  # first pruned block's input = the stage input; pad rows are 0
+        index_sets: dict[int, Tensor] = {}
+        for j, blk in enumerate(self.blocks):
+            k = self.keep[j]
+            L = 1 if blk.shift else 0
+            kind = j % 2
+            if kind not in index_sets:
+                a = act.index_select(1, getattr(self, f"tokens_{L}").reshape(-1)).reshape(-1, nW, N)
+                index_sets[kind] = torch.topk(torch.linalg.vector_norm(a, ord=2, dim=2), k, dim=1,
+                                              sorted=True).indices
+            idx = index_sets[kind]
+            if k < idx.shape[1]:
+                idx = idx[:, :k]
+            rows = getattr(self, f"tokens_{L}").index_select(0, idx.reshape(-1)).reshape(-1, k * N)
+            tv = getattr(self, f"tokens_valid_{L}")
+            valid = None if tv is None else tv.index_select(0, idx.reshape(-1)).reshape(-1, k, N, 1)
+            x = blk(x, idx, rows=rows, valid=valid)
         return x
 
 
