@@ -344,6 +344,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"vitdeploy {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vitdeploy info x.onnx | head`: the reader left, nothing is wrong
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
     except MemoryError:
         print(f"vitdeploy {args.command}: error: out of memory", file=sys.stderr)
         return EXIT_CHECK

@@ -365,14 +365,9 @@ def info(artifact: os.PathLike) -> Dict[str, object]:
     if not p.exists():
         raise UserError(f"not found: {p}")
     if p.suffix == ".onnx":
-        import onnx
+        from vitdeploy.export.onnx import io_shapes, load_onnx, op_histogram
 
-        from vitdeploy.export.onnx import io_shapes, op_histogram
-
-        try:
-            proto = onnx.load(str(p))
-        except Exception as e:
-            raise UserError(f"{p}: not a readable ONNX model ({type(e).__name__})")
+        proto = load_onnx(p)
         meta = {k[len("vitdeploy."):]: v for k, v in ((m.key, m.value) for m in proto.metadata_props)
                 if k.startswith("vitdeploy.")}
         return {"artifact": str(p), "kind": "onnx", "bytes": p.stat().st_size, "metadata": meta,

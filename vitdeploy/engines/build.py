@@ -55,14 +55,9 @@ def inspect_onnx(onnx_path) -> dict:
     """Inputs, outputs, vitdeploy metadata, plugin-node count and precision of an ONNX file."""
     import onnx
 
-    path = Path(onnx_path)
-    if not path.is_file():
-        raise UserError(f"{onnx_path}: ONNX file not found")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise UserError(f"{onnx_path}: not a readable ONNX model ({str(e).splitlines()[0] if str(e) else e}); "
-                        "export it with vitdeploy export")
+    from vitdeploy.export.onnx import load_onnx
+
+    proto = load_onnx(onnx_path)
 
     def dims(vi):
         return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")

@@ -125,15 +125,21 @@ def set_metadata(proto: onnx.ModelProto, meta: Dict[str, object]) -> None:
             proto.metadata_props.add(key=key, value=val)
 
 
-def read_metadata(path: os.PathLike) -> Dict[str, str]:
-    """The vitdeploy.* metadata of an .onnx file (without the prefix), without loading weights."""
+def load_onnx(path: os.PathLike) -> onnx.ModelProto:
+    """Load an .onnx for inspection, or a one-line UserError saying why it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"not found: {path}")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as e:
-        raise UserError(f"{path}: not a readable ONNX model ({type(e).__name__})")
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable ONNX model ({first}); export it with vitdeploy export")
+
+
+def read_metadata(path: os.PathLike) -> Dict[str, str]:
+    """The vitdeploy.* metadata of an .onnx file (without the prefix), without loading weights."""
+    proto = load_onnx(path)
     return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
 
 
