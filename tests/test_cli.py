@@ -127,6 +127,19 @@ def test_validate_info_bench(m0_export, m0_official_ckpt, tmp_path):
         assert 0 < r["median_ms"] <= r["p99_ms"] and r["throughput_ips"] > 0 and r["peak_rss_mb"] > 0
 
 
+def test_gpu_backend_on_a_cpu_machine_is_refused_clearly(m0_export, m0_official_ckpt):
+    """get_available_providers() lies with onnxruntime-gpu on CPU machines: the session is asked."""
+    import onnxruntime as ort
+
+    out, _ = m0_export
+    s = ort.InferenceSession(str(out), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    if s.get_providers()[0] == "CUDAExecutionProvider":
+        pytest.skip("this machine has a working CUDA EP")
+    res = run("validate", out, "--checkpoint", m0_official_ckpt, "--backend", "ort-cuda")
+    assert_user_error(res, "CUDAExecutionProvider")
+    assert "Warning" not in res.stderr
+
+
 def test_tampered_onnx_fails_validation_with_exit_1(m0_export, m0_official_ckpt, tmp_path):
     """validate must be able to fail: perturb one weight in the ONNX and expect exit 1."""
     out, _ = m0_export

@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("artifact")
     s.add_argument("--checkpoint", type=_existing_file)
     s.add_argument("--images", help="directory of images (official eval preprocessing); default random")
-    s.add_argument("--backend", choices=("ort", "ort-cuda", "trt"), default=None)
+    s.add_argument("--backend", choices=("ort", "ort-cuda", "ort-trt", "trt"), default=None,
+                   help="default: trt for .engine, ort (CPU) for .onnx")
     s.add_argument("--batch", type=_positive_int, default=8, help="number of random images (without --images)")
     s.add_argument("--plugin-lib", help="libvitdeploy_plugins.so (TensorRT)")
     s.add_argument("--json", help="also write the parity report here")
@@ -272,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="latency of backends side by side, same protocol")
     s.add_argument("targets", nargs="+", help="artifacts (.onnx, .engine) or a model name")
-    s.add_argument("--backend", nargs="+", default=["torch", "ort"], choices=("torch", "ort", "ort-cuda", "trt"))
+    s.add_argument("--backend", nargs="+", default=["torch", "ort"],
+                   choices=("torch", "ort", "ort-cuda", "ort-trt", "trt"))
     s.add_argument("--batch", type=_positive_int, default=1)
     s.add_argument("--threads", type=_positive_int, default=None)
     s.add_argument("--iters", type=_positive_int, default=50)

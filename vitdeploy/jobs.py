@@ -304,7 +304,7 @@ def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"),
         if not model_t:
             raise UserError("bench needs an .onnx/.engine artifact or a model name")
         # a bare model name: export it to a temporary ONNX so ORT can be compared too
-        if "ort" in backends or "ort-cuda" in backends:
+        if any(b.startswith("ort") for b in backends):
             tmpdir = tempfile.TemporaryDirectory(prefix="vitdeploy-bench-")
             p = Path(tmpdir.name) / f"{model_t[0]}.onnx"
             progress(f"exporting {model_t[0]} to a temporary ONNX for the ort backend")
@@ -332,7 +332,7 @@ def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"),
                 runner = TorchRunner(reference_from_metadata(meta, checkpoint=checkpoint, where="artifact"),
                                      output_names=output_names_for(task), input_shape=["batch", 3, img, img],
                                      threads=threads)
-            elif be in ("ort", "ort-cuda"):
+            elif be in ("ort", "ort-cuda", "ort-trt"):
                 if not onnx_t:
                     raise UserError(f"--backend {be} needs an .onnx artifact among the targets")
                 runner = make_artifact_runner(be, onnx_t[0], threads=threads)
@@ -342,7 +342,7 @@ def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"),
                                     "(build one with `vitdeploy build MODEL.onnx -o MODEL.engine`)")
                 runner = make_artifact_runner("trt", engine_t[0], plugin_lib=plugin_lib)
             else:
-                raise UserError(f"unknown backend {be!r}; choose from torch, ort, ort-cuda, trt")
+                raise UserError(f"unknown backend {be!r}; choose from torch, ort, ort-cuda, ort-trt, trt")
             progress(f"benchmarking {be}: batch {batch}, {warmup} warm-up + {iters} timed iterations"
                      + (f", {threads} threads" if threads else ""))
             try:

@@ -121,8 +121,12 @@ class OrtRunner(Runner):
             so.profile_file_prefix = profile_prefix
         so.log_severity_level = 3
         requested = list(providers or ["CPUExecutionProvider"])
+        import warnings
+
         try:
-            self.session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=requested)
+            with warnings.catch_warnings():  # "provider not available": we say it better below
+                warnings.simplefilter("ignore")
+                self.session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=requested)
         except Exception as e:  # ORT raises several private exception types
             raise UserError(f"{onnx_path}: ONNX Runtime cannot load this model: {str(e).splitlines()[0]}")
         # get_available_providers() lies on CPU-only machines with onnxruntime-gpu: ask the session.
@@ -150,7 +154,7 @@ class OrtRunner(Runner):
         return self.session.end_profiling()
 
 
-BACKENDS = ("torch", "ort", "ort-cuda", "trt")
+BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt")
 
 
 def tensorrt_available() -> bool:
@@ -169,8 +173,11 @@ def make_artifact_runner(backend: str, artifact: str, threads: Optional[int] = N
     if backend == "ort-cuda":
         return OrtRunner(artifact, threads=threads,
                          providers=["CUDAExecutionProvider", "CPUExecutionProvider"], name="ort-cuda")
+    if backend == "ort-trt":  # ORT's TensorRT EP (our custom nodes run through their functions there)
+        return OrtRunner(artifact, threads=threads, name="ort-trt",
+                         providers=["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
     if backend == "trt":
         from vitdeploy.engines.trt_runner import TrtRunner  # lazy: TensorRT is optional
 
         return TrtRunner(artifact, plugin_lib=plugin_lib)
-    raise UserError(f"backend {backend!r} cannot run {artifact}; choose one of ort, ort-cuda, trt")
+    raise UserError(f"backend {backend!r} cannot run {artifact}; choose one of ort, ort-cuda, ort-trt, trt")
