@@ -23,9 +23,12 @@ demo:
 test:
 	$(BIN)/python -m pytest -q tests
 
+# CPU benchmarks behind README's tables (~10 min on 2 cores); results in benchmarks/results/
 bench:
 	$(BIN)/python benchmarks/efficientvit_cpu.py
 	$(BIN)/python benchmarks/sparsevit_cpu.py
+	$(BIN)/python benchmarks/sparsevit_parity.py
+	$(BIN)/python benchmarks/serve_load.py
 
 plugins:
 	$(BIN)/vitdeploy plugins build
