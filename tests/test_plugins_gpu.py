@@ -101,7 +101,28 @@ def test_kernels_match_reference(ext, shape, dt, it, bad):
     ret = ext.scatter_(inplace, idxd, srcd, _stream())
     assert ret.data_ptr() == inplace.data_ptr()
     np.testing.assert_array_equal(_np(inplace), want)
+
+    # the workspace (winner-map) path the TensorRT plugin takes: identical results, duplicates included
+    np.testing.assert_array_equal(_np(ext.scatter_map(xd, idxd, srcd, _stream())), want)
+    inplace = xd.clone()
+    ext.scatter_map_(inplace, idxd, srcd, _stream())
+    np.testing.assert_array_equal(_np(inplace), want)
     torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("dt", ["fp32", "fp16"])
+def test_token_row_scatter_through_winner_map(ext, dt):
+    """SparseViT's all-pruned stages scatter token rows: nW = 28224 rows of C = 96 (Swin-T 672, stage 0)
+    with K = 19747 kept (cfg1). The winner-map path must match the reference at that size."""
+    gen = torch.Generator().manual_seed(7)
+    B, nW, C, K = 2, 28224, 96, 19747
+    dtype = DTYPES[dt]
+    x = _data((B, nW, 1, C), dtype, gen)
+    src = _data((B, K, 1, C), dtype, gen)
+    idx = torch.stack([torch.randperm(nW, generator=gen)[:K] for _ in range(B)])
+    want = window_scatter_ref(_np(x), idx.numpy(), _np(src))
+    out = ext.scatter_map(x.cuda(), idx.cuda(), src.cuda(), _stream())
+    np.testing.assert_array_equal(_np(out), want)
 
 
 @pytest.mark.parametrize("offset", [1, 2, 4])
@@ -139,7 +160,11 @@ def test_kernels_never_write_outside_the_output(ext):
     out = buf[guard:guard + B * nW * N * C].view(B, nW, N, C)
     out.copy_(x)
     ext.scatter_(out, idx, src, _stream())
+    out2 = buf[guard:guard + B * nW * N * C].view(B, nW, N, C).clone()
+    out.copy_(x)
+    ext.scatter_map_(out, idx, src, _stream())
     torch.cuda.synchronize()
+    assert torch.equal(out, out2), "winner-map in-place scatter == scan-kernel in-place scatter"
     assert torch.all(buf[:guard] == 7.0) and torch.all(buf[-guard:] == 7.0)
     np.testing.assert_array_equal(out.cpu().numpy(), window_scatter_ref(x.cpu().numpy(), idx.cpu().numpy(),
                                                                          src.cpu().numpy()))

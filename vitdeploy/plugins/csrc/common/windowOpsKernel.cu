@@ -199,6 +199,62 @@ __global__ void __launch_bounds__(kTHREADS) windowScatterInPlaceKernel(VecT* __r
     }
 }
 
+// Winner map for the workspace path: inv[b, w] = the largest k with idx[b, k] == w, or -1. Built in
+// O(B*K) with one atomicMax per valid index, so scattering costs O(B*(nW + K)) instead of the scan
+// kernels' O(B*nW*K) — which matters once "windows" are token rows (tens of thousands per sample).
+template <typename IndexT>
+__global__ void __launch_bounds__(kTHREADS) windowScatterMarkKernel(int32_t* __restrict__ inv,
+    IndexT const* __restrict__ idx, int64_t numIdx, int64_t numWindows, int64_t numKept)
+{
+    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < numIdx;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    {
+        int64_t const b = i / numKept;
+        int64_t const w = static_cast<int64_t>(idx[i]);
+        if (w >= 0 && w < numWindows)
+        {
+            atomicMax(inv + b * numWindows + w, static_cast<int32_t>(i - b * numKept));
+        }
+    }
+}
+
+// Fused scatter from the winner map: every output row is written once, from src or from base.
+template <typename VecT>
+__global__ void __launch_bounds__(kTHREADS) windowScatterMapKernel(VecT* __restrict__ out,
+    VecT const* __restrict__ base, int32_t const* __restrict__ inv, VecT const* __restrict__ src, int64_t numRows,
+    int64_t numWindows, int64_t numKept, int64_t rowVecs, int64_t chunkVecs)
+{
+    int64_t const begin = static_cast<int64_t>(blockIdx.y) * chunkVecs;
+    int64_t const end = min(begin + chunkVecs, rowVecs);
+    for (int64_t row = blockIdx.x; row < numRows; row += gridDim.x)
+    {
+        int64_t const b = row / numWindows;
+        int32_t const k = inv[row];
+        VecT const* from = k >= 0 ? src + (b * numKept + k) * rowVecs : base + row * rowVecs;
+        copyRange(out + row * rowVecs, from, begin, end);
+    }
+}
+
+// In-place scatter from the winner map: only the winning source row of each window writes.
+template <typename VecT, typename IndexT>
+__global__ void __launch_bounds__(kTHREADS) windowScatterInPlaceMapKernel(VecT* __restrict__ out,
+    IndexT const* __restrict__ idx, int32_t const* __restrict__ inv, VecT const* __restrict__ src, int64_t numRows,
+    int64_t numWindows, int64_t numKept, int64_t rowVecs, int64_t chunkVecs)
+{
+    int64_t const begin = static_cast<int64_t>(blockIdx.y) * chunkVecs;
+    int64_t const end = min(begin + chunkVecs, rowVecs);
+    for (int64_t row = blockIdx.x; row < numRows; row += gridDim.x)
+    {
+        int64_t const b = row / numKept;
+        int64_t const w = static_cast<int64_t>(idx[row]);
+        if (w < 0 || w >= numWindows || inv[b * numWindows + w] != static_cast<int32_t>(row - b * numKept))
+        {
+            continue; // bad index, or a later k names the same window
+        }
+        copyRange(out + (b * numWindows + w) * rowVecs, src + row * rowVecs, begin, end);
+    }
+}
+
 struct LaunchConfig
 {
     dim3 grid;
@@ -230,11 +286,13 @@ enum class Op
     kGATHER,
     kSCATTER,
     kSCATTER_IN_PLACE,
+    kSCATTER_MAP,          // kSCATTER through the winner map in the workspace
+    kSCATTER_IN_PLACE_MAP, // kSCATTER_IN_PLACE through the winner map in the workspace
 };
 
 template <typename VecT, typename IndexT>
 cudaError_t launchTyped(Op op, void* out, void const* data, void const* idx, void const* src,
-    WindowShape const& s, int64_t rowBytes, cudaStream_t stream) noexcept
+    int32_t const* inv, WindowShape const& s, int64_t rowBytes, cudaStream_t stream) noexcept
 {
     int64_t const rowVecs = rowBytes / static_cast<int64_t>(sizeof(VecT));
     auto* o = static_cast<VecT*>(out);
@@ -267,22 +325,55 @@ cudaError_t launchTyped(Op op, void* out, void const* data, void const* idx, voi
             <<<c.grid, kTHREADS, 0, stream>>>(o, ix, sr, rows, s.numWindows, s.numKept, rowVecs, c.chunkVecs);
         break;
     }
+    case Op::kSCATTER_MAP:
+    {
+        int64_t const rows = s.batch * s.numWindows;
+        LaunchConfig const c = launchConfig(rows, rowVecs);
+        windowScatterMapKernel<VecT>
+            <<<c.grid, kTHREADS, 0, stream>>>(o, d, inv, sr, rows, s.numWindows, s.numKept, rowVecs, c.chunkVecs);
+        break;
+    }
+    case Op::kSCATTER_IN_PLACE_MAP:
+    {
+        int64_t const rows = s.batch * s.numKept;
+        LaunchConfig const c = launchConfig(rows, rowVecs);
+        windowScatterInPlaceMapKernel<VecT, IndexT><<<c.grid, kTHREADS, 0, stream>>>(
+            o, ix, inv, sr, rows, s.numWindows, s.numKept, rowVecs, c.chunkVecs);
+        break;
+    }
     }
     return cudaGetLastError();
 }
 
 template <typename IndexT>
 cudaError_t launchWidth(Op op, int32_t vecBytes, void* out, void const* data, void const* idx, void const* src,
-    WindowShape const& s, int64_t rowBytes, cudaStream_t stream) noexcept
+    int32_t const* inv, WindowShape const& s, int64_t rowBytes, cudaStream_t stream) noexcept
 {
     switch (vecBytes)
     {
-    case 16: return launchTyped<uint4, IndexT>(op, out, data, idx, src, s, rowBytes, stream);
-    case 8: return launchTyped<uint2, IndexT>(op, out, data, idx, src, s, rowBytes, stream);
-    case 4: return launchTyped<uint32_t, IndexT>(op, out, data, idx, src, s, rowBytes, stream);
-    case 2: return launchTyped<uint16_t, IndexT>(op, out, data, idx, src, s, rowBytes, stream);
-    default: return launchTyped<uint8_t, IndexT>(op, out, data, idx, src, s, rowBytes, stream);
+    case 16: return launchTyped<uint4, IndexT>(op, out, data, idx, src, inv, s, rowBytes, stream);
+    case 8: return launchTyped<uint2, IndexT>(op, out, data, idx, src, inv, s, rowBytes, stream);
+    case 4: return launchTyped<uint32_t, IndexT>(op, out, data, idx, src, inv, s, rowBytes, stream);
+    case 2: return launchTyped<uint16_t, IndexT>(op, out, data, idx, src, inv, s, rowBytes, stream);
+    default: return launchTyped<uint8_t, IndexT>(op, out, data, idx, src, inv, s, rowBytes, stream);
     }
+}
+
+// Fill the winner map (workspace) for idx: all -1, then the largest valid k per window.
+template <typename IndexT>
+cudaError_t markWinners(int32_t* inv, void const* idx, WindowShape const& s, cudaStream_t stream) noexcept
+{
+    size_t const bytes = static_cast<size_t>(s.batch * s.numWindows) * sizeof(int32_t);
+    cudaError_t status = cudaMemsetAsync(inv, 0xFF, bytes, stream); // 0xFFFFFFFF == -1
+    if (status != cudaSuccess)
+    {
+        return status;
+    }
+    int64_t const numIdx = s.batch * s.numKept;
+    int64_t const blocks = std::min<int64_t>((numIdx + kTHREADS - 1) / kTHREADS, 4 * static_cast<int64_t>(smCount()));
+    windowScatterMarkKernel<IndexT><<<static_cast<uint32_t>(std::max<int64_t>(blocks, 1)), kTHREADS, 0, stream>>>(
+        inv, static_cast<IndexT const*>(idx), numIdx, s.numWindows, s.numKept);
+    return cudaGetLastError();
 }
 
 bool validShape(WindowShape const& s) noexcept
@@ -293,7 +384,7 @@ bool validShape(WindowShape const& s) noexcept
 }
 
 cudaError_t launch(Op op, void* out, void const* data, void const* idx, void const* src, WindowShape const& s,
-    WindowDataType dataType, WindowIndexType indexType, cudaStream_t stream) noexcept
+    WindowDataType dataType, WindowIndexType indexType, cudaStream_t stream, int32_t* inv = nullptr) noexcept
 {
     int32_t const elemSize = windowDataTypeSize(dataType);
     if (elemSize == 0 || !validShape(s)
@@ -302,12 +393,13 @@ cudaError_t launch(Op op, void* out, void const* data, void const* idx, void con
         return cudaErrorInvalidValue;
     }
     int64_t const rowBytes = s.rowElems * elemSize;
-    int64_t const rows = op == Op::kSCATTER ? s.batch * s.numWindows : s.batch * s.numKept;
+    bool const fused = op == Op::kSCATTER || op == Op::kSCATTER_MAP;
+    int64_t const rows = fused ? s.batch * s.numWindows : s.batch * s.numKept;
     if (rows == 0 || rowBytes == 0)
     {
         return cudaSuccess; // empty output (or, in place, nothing to write)
     }
-    if (op == Op::kSCATTER && s.numKept == 0)
+    if (fused && s.numKept == 0)
     {
         if (out == data)
         {
@@ -319,16 +411,28 @@ cudaError_t launch(Op op, void* out, void const* data, void const* idx, void con
         }
         return cudaMemcpyAsync(out, data, static_cast<size_t>(rows * rowBytes), cudaMemcpyDeviceToDevice, stream);
     }
-    bool const needsData = op != Op::kSCATTER_IN_PLACE && !(op == Op::kGATHER && s.numWindows == 0);
+    bool const inPlace = op == Op::kSCATTER_IN_PLACE || op == Op::kSCATTER_IN_PLACE_MAP;
+    bool const needsData = !inPlace && !(op == Op::kGATHER && s.numWindows == 0);
     bool const needsSrc = op != Op::kGATHER;
-    if (out == nullptr || idx == nullptr || (needsData && data == nullptr) || (needsSrc && src == nullptr))
+    bool const needsMap = op == Op::kSCATTER_MAP || op == Op::kSCATTER_IN_PLACE_MAP;
+    if (out == nullptr || idx == nullptr || (needsData && data == nullptr) || (needsSrc && src == nullptr)
+        || (needsMap && inv == nullptr))
     {
         return cudaErrorInvalidValue;
     }
+    if (needsMap)
+    {
+        cudaError_t const status = indexType == WindowIndexType::kINT32 ? markWinners<int32_t>(inv, idx, s, stream)
+                                                                        : markWinners<int64_t>(inv, idx, s, stream);
+        if (status != cudaSuccess)
+        {
+            return status;
+        }
+    }
     int32_t const vecBytes = windowVectorBytes(out, data, src, rowBytes);
     return indexType == WindowIndexType::kINT32
-        ? launchWidth<int32_t>(op, vecBytes, out, data, idx, src, s, rowBytes, stream)
-        : launchWidth<int64_t>(op, vecBytes, out, data, idx, src, s, rowBytes, stream);
+        ? launchWidth<int32_t>(op, vecBytes, out, data, idx, src, inv, s, rowBytes, stream)
+        : launchWidth<int64_t>(op, vecBytes, out, data, idx, src, inv, s, rowBytes, stream);
 }
 
 } // namespace
@@ -376,6 +480,34 @@ cudaError_t windowScatterInPlace(void* baseOut, void const* idx, void const* src
     WindowDataType dataType, WindowIndexType indexType, cudaStream_t stream) noexcept
 {
     return launch(Op::kSCATTER_IN_PLACE, baseOut, nullptr, idx, src, shape, dataType, indexType, stream);
+}
+
+size_t windowScatterWorkspaceSize(int64_t batch, int64_t numWindows) noexcept
+{
+    if (batch <= 0 || numWindows <= 0)
+    {
+        return 0;
+    }
+    size_t const bytes = static_cast<size_t>(batch) * static_cast<size_t>(numWindows) * sizeof(int32_t);
+    return (bytes + 255) / 256 * 256;
+}
+
+cudaError_t windowScatter(void* out, void const* base, void const* idx, void const* src, WindowShape const& shape,
+    WindowDataType dataType, WindowIndexType indexType, void* workspace, size_t workspaceBytes,
+    cudaStream_t stream) noexcept
+{
+    bool const useMap = workspace != nullptr && shape.numKept > 0
+        && workspaceBytes >= windowScatterWorkspaceSize(shape.batch, shape.numWindows);
+    if (!useMap)
+    {
+        return windowScatter(out, base, idx, src, shape, dataType, indexType, stream);
+    }
+    auto* inv = static_cast<int32_t*>(workspace);
+    if (out != nullptr && out == base)
+    {
+        return launch(Op::kSCATTER_IN_PLACE_MAP, out, nullptr, idx, src, shape, dataType, indexType, stream, inv);
+    }
+    return launch(Op::kSCATTER_MAP, out, base, idx, src, shape, dataType, indexType, stream, inv);
 }
 
 } // namespace vitdeploy

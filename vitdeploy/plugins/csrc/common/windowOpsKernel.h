@@ -18,6 +18,7 @@
 #ifndef VITDEPLOY_WINDOW_OPS_KERNEL_H
 #define VITDEPLOY_WINDOW_OPS_KERNEL_H
 
+#include <cstddef>
 #include <cstdint>
 #include <cuda_runtime_api.h>
 
@@ -64,6 +65,17 @@ cudaError_t windowScatter(void* out, void const* base, void const* idx, void con
 //! In-place variant: baseOut already holds base; only the selected rows are written.
 cudaError_t windowScatterInPlace(void* baseOut, void const* idx, void const* src, WindowShape const& shape,
     WindowDataType dataType, WindowIndexType indexType, cudaStream_t stream) noexcept;
+
+//! Bytes of device workspace the scatter's winner map needs for this problem (0 when empty).
+size_t windowScatterWorkspaceSize(int64_t batch, int64_t numWindows) noexcept;
+
+//! windowScatter (or, when out == base, windowScatterInPlace) through a winner map kept in `workspace`:
+//! O(B*(nW + K)) work instead of the workspace-free kernels' O(B*nW*K) index scans, which matters when
+//! the rows are token rows (nW, K in the tens of thousands). Same result, duplicates included. Falls
+//! back to the workspace-free kernels when workspace is null or smaller than windowScatterWorkspaceSize.
+cudaError_t windowScatter(void* out, void const* base, void const* idx, void const* src, WindowShape const& shape,
+    WindowDataType dataType, WindowIndexType indexType, void* workspace, size_t workspaceBytes,
+    cudaStream_t stream) noexcept;
 
 //! Width in bytes (16, 8, 4, 2 or 1) of the vector loads/stores a launch would use for these pointers and
 //! row size; exposed so tests and benchmarks can report which path ran.

@@ -94,6 +94,36 @@ at::Tensor scatter_(at::Tensor base, at::Tensor const& idx, at::Tensor const& sr
     return base;
 }
 
+// The workspace (winner-map) path the TensorRT plugin uses: same results, O(nW + K) work.
+at::Tensor scatter_map(at::Tensor const& base, at::Tensor const& idx, at::Tensor const& src, int64_t stream)
+{
+    checkCommon(base, idx);
+    TORCH_CHECK(src.is_contiguous() && src.scalar_type() == base.scalar_type() && src.size(1) == idx.size(1)
+            && rowElems(src) == rowElems(base),
+        "window ops: src must be [B, K, ...] like base");
+    at::Tensor out = at::empty_like(base);
+    vitdeploy::WindowShape const s{base.size(0), base.size(1), idx.size(1), rowElems(base)};
+    size_t const wsBytes = vitdeploy::windowScatterWorkspaceSize(s.batch, s.numWindows);
+    at::Tensor ws = at::empty({static_cast<int64_t>(wsBytes)}, base.options().dtype(at::kByte));
+    checkCuda(vitdeploy::windowScatter(out.data_ptr(), base.data_ptr(), idx.data_ptr(), src.data_ptr(), s,
+        dataType(base), indexType(idx), wsBytes ? ws.data_ptr() : nullptr, wsBytes, toStream(stream)));
+    return out;
+}
+
+at::Tensor scatter_map_(at::Tensor base, at::Tensor const& idx, at::Tensor const& src, int64_t stream)
+{
+    checkCommon(base, idx);
+    TORCH_CHECK(src.is_contiguous() && src.scalar_type() == base.scalar_type() && src.size(1) == idx.size(1)
+            && rowElems(src) == rowElems(base),
+        "window ops: src must be [B, K, ...] like base");
+    vitdeploy::WindowShape const s{base.size(0), base.size(1), idx.size(1), rowElems(base)};
+    size_t const wsBytes = vitdeploy::windowScatterWorkspaceSize(s.batch, s.numWindows);
+    at::Tensor ws = at::empty({static_cast<int64_t>(wsBytes)}, base.options().dtype(at::kByte));
+    checkCuda(vitdeploy::windowScatter(base.data_ptr(), base.data_ptr(), idx.data_ptr(), src.data_ptr(), s,
+        dataType(base), indexType(idx), wsBytes ? ws.data_ptr() : nullptr, wsBytes, toStream(stream)));
+    return base;
+}
+
 int64_t vector_bytes(at::Tensor const& a, at::Tensor const& b, at::Tensor const& c)
 {
     int64_t const rowBytes = rowElems(a) * a.element_size();
@@ -105,5 +135,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
     m.def("gather", &gather, "y[b,k] = x[b, idx[b,k]] (zeros for out-of-range idx)");
     m.def("scatter", &scatter, "copy of base with rows idx[b,k] replaced by src[b,k] (fused, one pass)");
     m.def("scatter_", &scatter_, "in-place scatter into base");
+    m.def("scatter_map", &scatter_map, "scatter through the workspace winner map (the plugin's path)");
+    m.def("scatter_map_", &scatter_map_, "in-place scatter through the workspace winner map");
     m.def("vector_bytes", &vector_bytes, "vector width the kernels use for these tensors");
 }

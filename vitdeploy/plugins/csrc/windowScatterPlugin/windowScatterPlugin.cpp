@@ -132,8 +132,20 @@ int32_t WindowScatterPlugin::onShapeChange(
     return 0;
 }
 
+size_t WindowScatterPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+    DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
+{
+    // The winner map (one int32 per base row at the largest batch): keeps the scatter O(nW + K) when
+    // SparseViT's all-pruned stages scatter token rows (nW and K in the tens of thousands).
+    if (inputs == nullptr || nbInputs != 3 || inputs[kBASE].max.nbDims < 2)
+    {
+        return 0;
+    }
+    return windowScatterWorkspaceSize(inputs[kBASE].max.d[0], inputs[kBASE].max.d[1]);
+}
+
 int32_t WindowScatterPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
-    void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
+    void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
     if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
     {
@@ -151,9 +163,10 @@ int32_t WindowScatterPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTe
     }
     WindowShape const shape{base.d[0], base.d[1], idx.d[1], volumeFrom(base, 2)};
     // TensorRT gives the output its own buffer (no aliasing is requested), so this is the fused one-pass
-    // kernel; windowScatter switches to the in-place kernel by itself if the pointers ever coincide.
-    cudaError_t const status = windowScatter(
-        outputs[0], inputs[kBASE], inputs[kIDX], inputs[kSRC], shape, dataType, indexType, stream);
+    // scatter through the winner map in the workspace (getWorkspaceSize sized it for the largest batch);
+    // windowScatter switches to the in-place variant by itself if the pointers ever coincide.
+    cudaError_t const status = windowScatter(outputs[0], inputs[kBASE], inputs[kIDX], inputs[kSRC], shape, dataType,
+        indexType, workspace, windowScatterWorkspaceSize(shape.batch, shape.numWindows), stream);
     if (status != cudaSuccess)
     {
         logError(std::string("WindowScatter: kernel launch failed: ") + cudaGetErrorString(status));
