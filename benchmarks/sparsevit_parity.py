@@ -8,7 +8,6 @@ weights, seed 0; random images, batch 2).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path

@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 CASES = [  # name, nW, N, C, K (Swin-T at 672, SparseViT cfg2 keep counts)
     ("stage0", 576, 49, 96, 230),
     ("stage2", 36, 49, 384, 28),
+    # all-pruned stages are exported as token rows: the same bytes as stage0, rows of one token
+    ("s0tokens", 576 * 49, 1, 96, 230 * 49),
 ]
 BATCHES = (1, 4, 16)
 
@@ -104,7 +106,8 @@ def run(args) -> dict:
                 ("gather", "onnx Gather rows", gather_bytes, lambda: x_rows.index_select(0, flat_rows)),
                 ("gather", "onnx GatherElements", gather_bytes, lambda: torch.gather(x, 1, idx_full)),
                 ("gather", "d2d copy", gather_bytes, lambda: k_copy_dst.copy_(x_rows[: B * K])),
-                ("scatter", "vitdeploy fused", scatter_bytes, lambda: ext.scatter(x, idx, src, stream())),
+                ("scatter", "vitdeploy map (plugin)", scatter_bytes, lambda: ext.scatter_map(x, idx, src, stream())),
+                ("scatter", "vitdeploy fused scan", scatter_bytes, lambda: ext.scatter(x, idx, src, stream())),
                 ("scatter", "vitdeploy in-place", gather_bytes, lambda: ext.scatter_(inplace, idx, src, stream())),
                 ("scatter", "onnx ScatterND rows", scatter_bytes,
                  lambda: x_rows.clone().index_copy_(0, flat_rows, src_rows)),
@@ -116,6 +119,7 @@ def run(args) -> dict:
             assert torch.equal(ext.gather(x, idx, stream()), ref_g)
             ref_s = torch.scatter(x, 1, idx_full, src)
             assert torch.equal(ext.scatter(x, idx, src, stream()), ref_s)
+            assert torch.equal(ext.scatter_map(x, idx, src, stream()), ref_s)
             for op, form, nbytes, fn in forms:
                 ms = _time(torch, fn, args.iters, args.warmup, flush)
                 rows.append({"case": name, "batch": B, "nW": nW, "N": N, "C": C, "K": K, "op": op, "form": form,

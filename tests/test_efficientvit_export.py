@@ -1,7 +1,6 @@
 """All six EfficientViT variants: official- and timm-format checkpoints -> folded ONNX with zero BN
 nodes and ORT parity <= 1e-4 against the unfolded PyTorch model (random non-trivial weights)."""
 
-import json
 
 import onnx
 import pytest

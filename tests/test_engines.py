@@ -376,7 +376,6 @@ def test_cpp_runner_matches_trt_runner(tmp_path):
     build_engine(onnx_path, engine, plugin_lib=lib, max_batch=2, opt_batch=2)
     x = np.random.default_rng(2).standard_normal((2, 3, 224, 224)).astype(np.float32)
     inp = tmp_path / "in.npy"
-    out = tmp_path / "out.npy"
     np.save(inp, x)
     with TrtRunner(engine, plugin_lib=lib) as r:
         outs = r.infer({"images": x})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import onnx
@@ -60,7 +59,6 @@ def _window_model(nw=16, n=16, c=32, k=8, hidden=64):
     -> LN/attention -> vitdeploy::WindowScatter, plus a decomposed LayerNorm and float index math
     ending in a Cast to int64. The custom nodes carry model-local functions like the exporter's."""
     rng = np.random.default_rng(0)
-    f = lambda *s: helper.make_tensor  # noqa: E731
 
     def init(name, arr):
         arr = np.asarray(arr)

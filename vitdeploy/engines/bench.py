@@ -8,7 +8,6 @@ TensorRT runner reports its device-only scope separately where it can.
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 from typing import Callable, Dict, Optional

@@ -39,7 +39,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, List, Optional, Union
 
 from vitdeploy.engines.manifest import (
     atomic_write_bytes, current_environment, import_tensorrt, make_manifest, manifest_path,

@@ -12,11 +12,10 @@ import io
 import json
 import logging
 import os
-import time
 import warnings
 from contextlib import contextmanager, redirect_stdout, redirect_stderr
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import onnx
 

@@ -39,7 +39,7 @@ touched: their bodies are type-polymorphic, so the call node's types rule.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Set
+from typing import Dict, Iterable, Optional, Set
 
 import numpy as np
 

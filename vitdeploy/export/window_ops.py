@@ -24,7 +24,7 @@ Usage (the exporter)::
 from __future__ import annotations
 
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
 DOMAIN = "vitdeploy"
 DOMAIN_VERSION = 1

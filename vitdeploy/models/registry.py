@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -93,7 +93,6 @@ def build_model(name: str, *, num_classes: Optional[int] = None, img_size: Optio
 
     `sparsity` is a spec (None, float, preset name, JSON path) or a parsed SparsityConfig.
     """
-    import torch
 
     spec = get_spec(name)
     img_size = img_size or spec.default_img_size
