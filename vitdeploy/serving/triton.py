@@ -268,19 +268,34 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
     triton = owner = None
     server_info = None
     try:
-        triton = Triton(config=cfg)
-        triton.bind(
-            model_name=info.name,
-            infer_func=[_infer_fn(r, info) for r in runners],
-            inputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.dims)) for t in info.inputs],
-            outputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.dims)) for t in info.outputs],
-            config=ModelConfig(batching=True, max_batch_size=max_batch, batcher=batcher),
-            strict=True,
-        )
-        say(f"starting Triton Inference Server on {host} (http {http_port}, grpc {grpc_port}, "
-            f"metrics {metrics_port})")
-        owner = _ServerOwner(triton, verbose)
-        owner.start(startup_timeout_s, stop)
+        for attempt in range(1, STARTUP_ATTEMPTS + 1):
+            triton = Triton(config=cfg)
+            triton.bind(
+                model_name=info.name,
+                infer_func=[_infer_fn(r, info) for r in runners],
+                inputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.dims)) for t in info.inputs],
+                outputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.dims)) for t in info.outputs],
+                config=ModelConfig(batching=True, max_batch_size=max_batch, batcher=batcher),
+                strict=True,
+            )
+            say(f"starting Triton Inference Server on {host} (http {http_port}, grpc {grpc_port}, "
+                f"metrics {metrics_port})")
+            owner = _ServerOwner(triton, verbose)
+            try:
+                owner.start(startup_timeout_s, stop)
+                break
+            except CheckFailed as e:
+                # PyTriton's model stub gives its handshake with our process a fixed 1 s
+                # (pytriton.proxy.communication.get_config_from_handshake_server); several instances
+                # starting on a busy machine can miss it. That is transient: start again.
+                if attempt == STARTUP_ATTEMPTS or "handshake" not in str(e):
+                    raise
+                say(f"model instance handshake timed out (PyTriton allows 1 s); restarting the server "
+                    f"(attempt {attempt + 1} of {STARTUP_ATTEMPTS})")
+                triton.stop()
+                owner.close()
+                _reap(_server_children(before))
+                triton = owner = None
         server_info = ServerInfo(
             model_name=info.name, http_url=f"{_fmt_host(host)}:{http_port}", grpc_url=f"{_fmt_host(host)}:{grpc_port}",
             metrics_url=f"http://{_fmt_host(host)}:{metrics_port}/metrics", backend=backend, max_batch=max_batch,
@@ -328,6 +343,9 @@ def _log_tail(triton, n: int = 8) -> str:
         out += ("\nhint: the Python backend stub loaded another libpython than this interpreter's "
                 f"({sysconfig.get_config_var('LIBDIR')}); put that directory first on LD_LIBRARY_PATH")
     return out
+
+
+STARTUP_ATTEMPTS = 3
 
 
 class _ServerOwner:
