@@ -1,6 +1,8 @@
 """The command line. Thin: parse argv, call vitdeploy.jobs / the library, print, map errors to exit codes.
 
-Exit codes (DESIGN §3): 0 success, 1 a check failed, 2 bad input. Errors are one line on stderr.
+Exit codes (DESIGN §3): 0 success, 1 a check failed, 2 bad input, 3 an internal error (a bug, or
+the machine ran out of memory). Errors are one line on stderr; `--debug` (or VITDEPLOY_DEBUG=1)
+re-raises an internal error so its traceback shows.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import List, Optional
 from vitdeploy import __version__
 from vitdeploy.errors import CheckFailed, UserError
 
-EXIT_OK, EXIT_CHECK, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_CHECK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 class Console:
@@ -222,13 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 "TensorRT, check parity and latency, and serve them.")
     p.add_argument("--version", action="version", version=f"vitdeploy {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="hide progress (warnings and results still print)")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an internal error (same as VITDEPLOY_DEBUG=1)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="hide progress (warnings and results still print)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an internal error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add = sub.add_parser
-    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)  # every verb takes --quiet
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)  # every verb takes --quiet and --debug
 
     s = sub.add_parser("models", help="list model names, defaults and checkpoint formats")
     s.add_argument("--json", action="store_true")
@@ -353,16 +359,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             pass
         return EXIT_OK
     except MemoryError:
-        print(f"vitdeploy {args.command}: error: out of memory", file=sys.stderr)
-        return EXIT_CHECK
+        # Not exit 1 (no check failed) nor 2 (the input may be fine on a bigger machine).
+        print(f"vitdeploy {args.command}: internal error: out of memory (try a smaller --batch, or a machine "
+              "with more memory)", file=sys.stderr)
+        return EXIT_INTERNAL
     except Exception as e:  # a bug of ours: one line by default, the traceback on request
-        if os.environ.get("VITDEPLOY_DEBUG"):
+        if args.debug or os.environ.get("VITDEPLOY_DEBUG"):
             raise
         first = (str(e).splitlines() or [""])[0][:300]
-        print(f"vitdeploy {args.command}: internal error: {type(e).__name__}: {first} "
-              "(set VITDEPLOY_DEBUG=1 for the traceback)", file=sys.stderr)
-        return EXIT_CHECK
-
+        print(f"vitdeploy {args.command}: internal error (a bug in vitdeploy): {type(e).__name__}: {first} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 if __name__ == "__main__":
     sys.exit(main())
