@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from vitdeploy import jobs  # noqa: E402
 from vitdeploy.engines.bench import bench_runner  # noqa: E402
 from vitdeploy.engines.runners import OrtRunner, TorchRunner, set_threads  # noqa: E402
-from vitdeploy.models.registry import random_images  # noqa: E402
+from vitdeploy.models.preprocess import random_images  # noqa: E402
 
 SETTINGS = [(16, 1), (1, 2)]  # (batch, threads)
 

@@ -2,7 +2,7 @@
 """Bounded load test of `vitdeploy serve` on loopback, beside the direct Runner.
 
 N concurrent clients (one tritonclient each, in threads of this process) send single-image
-requests for T seconds to a real Triton server (`python -m vitdeploy.serving.triton`, a separate
+requests for T seconds to a real Triton server (`vitdeploy serve --ready-json`, a separate
 process) - once with dynamic batching, once without - and the same model is timed directly on
 the Runner at batch 1 and at the max batch. Prints a Markdown table and writes JSON.
 
@@ -63,7 +63,7 @@ def percentiles(lat_s):
 
 def direct_runner(artifact: Path, x1: np.ndarray, max_batch: int, duration: float, threads):
     """Sequential Runner calls: the no-server reference at batch 1 and at the max batch."""
-    from vitdeploy.engines.runners import make_artifact_runner
+    from vitdeploy.engines.backends import make_artifact_runner
 
     rows = []
     runner = make_artifact_runner("ort", str(artifact), threads)
@@ -89,7 +89,7 @@ def direct_runner(artifact: Path, x1: np.ndarray, max_batch: int, duration: floa
 class Server:
     def __init__(self, artifact: Path, max_batch: int, delay_us: int, dynamic: bool, threads, instances: int):
         self.http, self.grpc, self.metrics = free_ports(3)
-        cmd = [sys.executable, "-m", "vitdeploy.serving.triton", str(artifact), "--http-port", str(self.http),
+        cmd = [sys.executable, "-m", "vitdeploy.cli", "serve", "--ready-json", str(artifact), "--http-port", str(self.http),
                "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--max-batch", str(max_batch),
                "--max-queue-delay-us", str(delay_us), "--instances", str(instances)]
         if not dynamic:

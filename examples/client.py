@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     url = a.url or ("127.0.0.1:8000" if a.protocol == "http" else "127.0.0.1:8001")
 
     from vitdeploy.errors import UserError
-    from vitdeploy.models.registry import list_images, preprocess_images
+    from vitdeploy.models.preprocess import list_images, preprocess_images
 
     from tritonclient.utils import InferenceServerException
 

@@ -3,8 +3,6 @@ nothing half-written left behind."""
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,22 +10,7 @@ import onnx
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-VITDEPLOY = [sys.executable, "-m", "vitdeploy.cli"]
-
-
-def run(*args, cwd=None, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("VITDEPLOY_DEBUG", None)
-    return subprocess.run(VITDEPLOY + [str(a) for a in args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env=env)
-
-
-def assert_user_error(res, needle):
-    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
-    err = res.stderr.strip().splitlines()
-    assert "Traceback" not in res.stderr, res.stderr
-    assert needle.lower() in err[-1].lower(), err[-1]
+from conftest import assert_user_error, run, scale_largest_initializer
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +50,11 @@ def test_export_writes_validated_onnx_and_report(m0_export, m0_official_ckpt):
     assert report["batchnorm_modules"]["after_fold"] == 0 and report["batchnorm_modules"]["before_fold"] > 100
     assert report["parameters"] == 2_349_436
     assert 78e6 < report["macs"] < 81e6  # official FLOPs column for M0 = 79 M fused MACs
-    from vitdeploy.models.checkpoints import file_sha256
+    from vitdeploy.fileio import file_sha256
 
     assert report["checkpoint_sha256"] == file_sha256(m0_official_ckpt)
     # no temp files left next to the outputs
-    assert sorted(p.name for p in out.parent.iterdir()) == ["m0.onnx", "m0.report.json"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m0.onnx", "m0.ref.npz", "m0.report.json"]
 
 
 def test_onnx_metadata_and_dynamic_batch(m0_export):
@@ -110,8 +93,11 @@ def test_validate_info_bench(m0_export, m0_official_ckpt, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "3 images" in res.stdout
 
-    # without the checkpoint the export was made from: a clear error, not a bogus parity failure
-    assert_user_error(run("validate", out), "--checkpoint")
+    # without the checkpoint and without the OUT.ref.npz beside it: a clear error, not a bogus parity failure
+    alone = tmp_path / "alone" / "m0.onnx"
+    alone.parent.mkdir()
+    alone.write_bytes(out.read_bytes())
+    assert_user_error(run("validate", alone), "--checkpoint")
 
     res = run("info", out)
     assert res.returncode == 0 and "efficientvit_m0" in res.stdout and "images" in res.stdout
@@ -143,15 +129,7 @@ def test_gpu_backend_on_a_cpu_machine_is_refused_clearly(m0_export, m0_official_
 def test_tampered_onnx_fails_validation_with_exit_1(m0_export, m0_official_ckpt, tmp_path):
     """validate must be able to fail: perturb one weight in the ONNX and expect exit 1."""
     out, _ = m0_export
-    proto = onnx.load(str(out))
-    from onnx import numpy_helper
-
-    init = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))
-    arr = numpy_helper.to_array(init).copy()
-    arr.flat[: arr.size // 10] *= 1.5
-    init.CopyFrom(numpy_helper.from_array(arr, init.name))
-    bad = tmp_path / "bad.onnx"
-    onnx.save(proto, str(bad))
+    bad = scale_largest_initializer(out, tmp_path / "bad.onnx")
     res = run("validate", bad, "--checkpoint", m0_official_ckpt, "--batch", "2")
     assert res.returncode == 1, res.stderr[-2000:]
     assert "FAIL" in res.stdout

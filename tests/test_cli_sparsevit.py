@@ -2,32 +2,15 @@
 re-validation from metadata alone, bench, and every bad input of issue 3 (exit 2, nothing written)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import onnx
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import assert_user_error, run
+
 # 224 px: stage 3 is a single window, so it must stay dense
 RATIOS = {"ratios": [[0.5, 0.5], [0.3, 0.3], [0.2, 0.2, 0.4, 0.4, 0.5, 0.5], [0, 0]]}
-
-
-def run(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("VITDEPLOY_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "vitdeploy.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
-def assert_user_error(res, needle):
-    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
-    assert "Traceback" not in res.stderr
-    last = res.stderr.strip().splitlines()[-1]
-    assert needle.lower() in last.lower(), last
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Serving (tier 1, CPU): a real Triton Inference Server via PyTriton, and the model-repository writer.
 
-The server tests start `python -m vitdeploy.serving.triton` on free loopback ports with a tiny ONNX
+The server tests start `vitdeploy serve --ready-json` on free loopback ports with a tiny ONNX
 classifier (conv + pool + linear, our metadata), talk to it with tritonclient over HTTP and gRPC,
 and always tear it down; they check that nothing the server started survives shutdown.
 """
@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ROOT as REPO
+from conftest import TINY_CLASSES as NUM_CLASSES
+from conftest import TINY_IMG as IMG
+from conftest import make_tiny_onnx
 from vitdeploy.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = "tiny_test"
-IMG = 32
-NUM_CLASSES = 10
 MAX_BATCH = 8
 QUEUE_DELAY_US = 20000  # long enough that concurrent requests are reliably merged on a slow CI box
 STARTUP_TIMEOUT_S = 90
@@ -43,36 +44,7 @@ needs_serve = pytest.mark.skipif(not HAVE_SERVE, reason="serving extras not inst
 
 
 def _tiny_onnx(path: Path, fixed_batch=None) -> Path:
-    import onnx
-    import torch
-
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
-            self.pool = torch.nn.AdaptiveAvgPool2d(1)
-            self.fc = torch.nn.Linear(8, NUM_CLASSES)
-
-        def forward(self, x):
-            return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
-
-    torch.manual_seed(0)
-    model = Tiny().eval()
-    dyn = None if fixed_batch else {"images": {0: "batch"}, "logits": {0: "batch"}}
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(fixed_batch or 2, 3, IMG, IMG),), str(path), input_names=["images"],
-                          output_names=["logits"], dynamic_axes=dyn, dynamo=False)
-    proto = onnx.load(str(path))
-    meta = {"version": "0.1.0", "model": MODEL, "task": "classify", "img_size": str(IMG), "sparsity": "null",
-            "precision": "fp32", "mean": json.dumps([0.485, 0.456, 0.406]), "std": json.dumps([0.229, 0.224, 0.225]),
-            "checkpoint_sha256": "random", "num_classes": str(NUM_CLASSES)}
-    for k, v in meta.items():
-        proto.metadata_props.add(key="vitdeploy." + k, value=v)
-    onnx.save(proto, str(path))
-    return path
+    return make_tiny_onnx(path, fixed_batch, metadata={"model": MODEL, "checkpoint_sha256": "random"})
 
 
 @pytest.fixture(scope="session")
@@ -261,15 +233,15 @@ def _free_ports(n: int):
 
 
 class Server:
-    """`python -m vitdeploy.serving.triton` (prints a READY json line), or with cli=True the real
-    `vitdeploy serve` command line (prints a human "serving ..." line)."""
+    """`vitdeploy serve --ready-json` (waits for its READY json line), or with cli=True the plain
+    `vitdeploy serve` command line (waits for the human "serving ..." line)."""
 
     def __init__(self, artifact: Path, *extra: str, cli: bool = False):
         import psutil
 
         self.ports = _free_ports(3)
         self.cli = cli
-        entry = ["vitdeploy.cli", "serve"] if cli else ["vitdeploy.serving.triton"]
+        entry = ["vitdeploy.cli", "serve"] + ([] if cli else ["--ready-json"])
         cmd = [sys.executable, "-m", *entry, str(artifact), "--http-port", str(self.ports[0]),
                "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]),
                "--max-batch", str(MAX_BATCH), "--max-queue-delay-us", str(QUEUE_DELAY_US), *extra]
@@ -489,7 +461,7 @@ def _names(pids):
 
 def _serve_cli(*args, timeout=60):
     env = dict(os.environ)
-    return subprocess.run([sys.executable, "-m", "vitdeploy.serving.triton", *map(str, args)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "vitdeploy.cli", "serve", *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -508,7 +480,7 @@ def test_serve_port_in_use_is_a_user_error(tiny_onnx):
 
 @needs_serve
 @pytest.mark.parametrize("args,pattern", [
-    (["{missing}"], "artifact not found"),
+    (["{missing}"], "not found"),
     (["{onnx}", "--max-batch", "0"], "--max-batch must be >= 1"),
     (["{onnx}", "--instances", "0"], "--instances must be >= 1"),
     (["{onnx}", "--max-batch", "4", "--preferred-batch-sizes", "8"], "preferred batch sizes"),
@@ -525,7 +497,7 @@ def test_serve_bad_arguments(tiny_onnx, tmp_path, args, pattern):
 def test_example_client_prints_top5(server, tiny_onnx, tmp_path, protocol):
     from PIL import Image
 
-    from vitdeploy.models.registry import preprocess_images
+    from vitdeploy.models.preprocess import preprocess_images
 
     for i in range(3):
         arr = (np.random.default_rng(i).random((40 + 8 * i, 50, 3)) * 255).astype(np.uint8)

@@ -89,11 +89,11 @@ def cmd_export(args, con: Console) -> int:
     report = jobs.export(args.model, args.output, checkpoint=args.checkpoint, sparsity=args.sparsity,
                          img_size=args.img_size, batch=args.batch, task=args.task, num_classes=args.num_classes,
                          precision=args.precision, portable=args.portable, opset=args.opset,
-                         validate=not args.no_validate, progress=con.progress)
+                         images=args.images, validate=not args.no_validate, progress=con.progress)
     t = report["timings"]
     print(f"wrote {report['onnx']} ({report['onnx_bytes'] / 2**20:.1f} MiB, {sum(report['op_histogram'].values())} nodes, "
           f"{report['macs'] / 1e6:.1f} M MACs, {report['parameters'] / 1e6:.2f} M params) "
-          f"and {jobs.report_path_for(report['onnx'])} in {t['total_s']:.1f}s")
+          f", {report['reference']} and {jobs.report_path_for(report['onnx'])} in {t['total_s']:.1f}s")
     if report["parity"] is not None:
         worst = max(o["max_rel_err"] for o in report["parity"]["outputs"])
         print(f"parity vs PyTorch on ONNX Runtime: PASS (max rel err {worst:.2e})")
@@ -103,11 +103,11 @@ def cmd_export(args, con: Console) -> int:
 def cmd_validate(args, con: Console) -> int:
     from vitdeploy import jobs
 
-    parity = jobs.validate(args.artifact, checkpoint=args.checkpoint, images=args.images, backend=args.backend,
-                           batch=args.batch, plugin_lib=args.plugin_lib, progress=con.progress)
+    parity = jobs.validate(args.artifact, reference=args.reference, checkpoint=args.checkpoint, images=args.images,
+                           backend=args.backend, batch=args.batch, plugin_lib=args.plugin_lib, progress=con.progress)
     print(parity.table())
     if args.json:
-        from vitdeploy.export.onnx import atomic_write_json
+        from vitdeploy.fileio import atomic_write_json
 
         atomic_write_json(args.json, parity.to_dict())
     return EXIT_OK if parity.passed else EXIT_CHECK
@@ -126,7 +126,7 @@ def cmd_bench(args, con: Console) -> int:
           + (f" sparsity {json.dumps(r0['sparsity'])}" if r0["sparsity"] else "") + f" (scope: {r0['timing_scope']})")
     print(format_table(results, ratio_to=base))
     if args.json:
-        from vitdeploy.export.onnx import atomic_write_json
+        from vitdeploy.fileio import atomic_write_json
 
         atomic_write_json(args.json, results)
         print(f"wrote {args.json}")
@@ -140,25 +140,31 @@ def cmd_info(args, con: Console) -> int:
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return EXIT_OK
+    m = info["metadata"]
     if info["kind"] == "onnx":
-        m = info["metadata"]
         print(f"{info['artifact']}: ONNX, {info['bytes'] / 2**20:.1f} MiB, {info['nodes']} nodes, opset {info['opset']}")
-        for k in ("model", "task", "img_size", "precision", "sparsity", "checkpoint_sha256", "version"):
-            if k in m:
-                print(f"  {k:<18} {m[k]}")
-        for kind in ("inputs", "outputs"):
-            for n, d in info[kind].items():
-                print(f"  {kind[:-1]:<18} {n} {d['dtype']} {d['shape']}")
+    else:
+        print(f"{info['artifact']}: TensorRT engine, {info['bytes'] / 2**20:.1f} MiB, built from {info['source_onnx']}")
+    for k in ("model", "task", "img_size", "precision", "sparsity", "checkpoint_sha256", "crop_pct",
+              "interpolation", "version"):
+        if k in m:
+            print(f"  {k:<18} {m[k]}")
+    for kind in ("inputs", "outputs"):
+        for n, d in info[kind].items():
+            print(f"  {kind[:-1]:<18} {n} {d['dtype']} {d['shape']}")
+    if info["batch_profile"]:
+        print(f"  {'batch':<18} {info['batch_profile']['min']}..{info['batch_profile']['max']} "
+              f"(opt {info['batch_profile']['opt']})")
+    print(f"  {'reference':<18} {info['reference'] or '- (validate needs torch and the checkpoint)'}")
+    if info["kind"] == "onnx":
         if info["custom_nodes"]:
             print(f"  custom nodes       {info['custom_nodes']} (vitdeploy::WindowGather/WindowScatter; "
                   f"functions: {', '.join(info['local_functions'])})")
         top = ", ".join(f"{k} {v}" for k, v in list(info["op_histogram"].items())[:8])
         print(f"  ops                {top}")
     else:
-        man = info["manifest"]
-        print(f"{info['artifact']}: TensorRT engine, {info['bytes'] / 2**20:.1f} MiB")
-        for k, v in man.items():
-            if k not in ("onnx_metadata",):
+        for k, v in info["manifest"].items():
+            if k not in ("onnx_metadata", "inputs", "outputs"):
                 print(f"  {k:<20} {json.dumps(v) if not isinstance(v, str) else v}")
     return EXIT_OK
 
@@ -191,16 +197,29 @@ def cmd_plugins(args, con: Console) -> int:
 
 
 def cmd_serve(args, con: Console) -> int:
+    from vitdeploy.artifact import is_engine_path
     from vitdeploy.serving.triton import describe_ready, serve
 
-    backend = args.backend or ("trt" if str(args.artifact).lower().endswith((".engine", ".plan")) else "ort")
+    def ready(si) -> None:
+        print(describe_ready(si), flush=True)
+        if args.ready_json:
+            print("READY " + json.dumps(si.as_dict()), flush=True)
+
+    def torch_model(info, say):
+        """The PyTorch original rebuilt from the artifact's metadata, as `validate` does (A/B checks)."""
+        from vitdeploy import jobs
+
+        if not info.metadata.get("model"):
+            raise UserError(f"{info.path}: no vitdeploy.model metadata, so --backend torch cannot rebuild the "
+                            "PyTorch model; use --backend ort")
+        return jobs.reference_from_metadata(info.metadata, checkpoint=args.checkpoint, warn=say, where=str(info.path))
+
+    backend = args.backend or ("trt" if is_engine_path(args.artifact) else "ort")
     serve(args.artifact, backend=backend, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
           metrics_port=args.metrics_port, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
-          preferred_batch_sizes=getattr(args, "preferred_batch_sizes", None),
-          dynamic_batching=not getattr(args, "no_dynamic_batching", False),
+          preferred_batch_sizes=args.preferred_batch_sizes, dynamic_batching=not args.no_dynamic_batching,
           instances=args.instances, model_name=args.model_name, plugin_lib=args.plugin_lib, threads=args.threads,
-          checkpoint=args.checkpoint, progress=con.progress, verbose=getattr(args, "verbose", False),
-          ready_callback=lambda si: print(describe_ready(si), flush=True))
+          torch_model=torch_model, progress=con.progress, verbose=args.verbose, ready_callback=ready)
     con.progress("server stopped")
     return EXIT_OK
 
@@ -210,8 +229,7 @@ def cmd_triton_repo(args, con: Console) -> int:
 
     path = write_triton_repo(args.artifact, args.output, max_batch=args.max_batch, instances=args.instances,
                              model_name=args.model_name,
-                             preferred_batch_sizes=getattr(args, "preferred_batch_sizes", None),
-                             plugin_lib=getattr(args, "plugin_lib", None))
+                             preferred_batch_sizes=args.preferred_batch_sizes, plugin_lib=args.plugin_lib)
     print(f"wrote Triton model repository {path} (config.pbtxt validated against Triton's model-config schema; "
           f"see {path.parent / 'README.md'})")
     return EXIT_OK
@@ -253,16 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
     s.add_argument("--portable", action="store_true", help="standard ops only (no vitdeploy custom nodes)")
     s.add_argument("--opset", type=int, default=20)
+    s.add_argument("--images", help="directory of images: their preprocessed arrays and PyTorch outputs join the "
+                   "random ones in OUT.ref.npz")
     s.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime parity check")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("validate", help="parity of an .onnx/.engine against the PyTorch original")
+    s = sub.add_parser("validate", help="parity of an .onnx/.engine against the PyTorch original (or its "
+                       "stored outputs, OUT.ref.npz)")
     s.add_argument("artifact")
+    s.add_argument("--reference", type=_existing_file,
+                   help="OUT.ref.npz written by export (default: the one beside the artifact or its ONNX); "
+                   "needs neither torch nor the checkpoint")
     s.add_argument("--checkpoint", type=_existing_file)
     s.add_argument("--images", help="directory of images (official eval preprocessing); default random")
     s.add_argument("--backend", choices=("ort", "ort-cuda", "ort-trt", "trt"), default=None,
                    help="default: trt for .engine, ort (CPU) for .onnx")
-    s.add_argument("--batch", type=_positive_int, default=8, help="number of random images (without --images)")
+    s.add_argument("--batch", type=_positive_int, default=8,
+                   help="number of random images when rebuilding the PyTorch original")
     s.add_argument("--plugin-lib", help="libvitdeploy_plugins.so (TensorRT)")
     s.add_argument("--json", help="also write the parity report here")
     s.set_defaults(func=cmd_validate)
@@ -323,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=_positive_int)
     s.add_argument("--verbose", action="store_true", help="tritonserver's own log")
     s.add_argument("--checkpoint", type=_existing_file, help="for --backend torch")
+    s.add_argument("--ready-json", action="store_true",
+                   help="once the model answers, also print one line 'READY {json}' (endpoints, I/O, server pids)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("triton-repo", help="write a Triton model repository for an artifact")
@@ -332,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--instances", type=_positive_int, default=1)
     s.add_argument("--model-name")
     s.add_argument("--preferred-batch-sizes", type=_positive_int, nargs="+")
-    s.add_argument("--plugin-lib", help="path of libvitdeploy_plugins.so on the serving host (for the README)")
+    s.add_argument("--plugin-lib", help="path of libvitdeploy_plugins_static_reg.so on the serving host (README)")
     s.set_defaults(func=cmd_triton_repo)
     return p
 

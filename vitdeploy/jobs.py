@@ -1,8 +1,9 @@
-"""The user-level jobs behind the CLI verbs: export (+validate +report), validate, bench, info.
+"""The user-level jobs behind the CLI verbs: export (+reference +validate +report), validate, bench, info.
 
 These compose the layers (models -> export -> engines) and sit above all of them; cli.py only
 parses argv, prints and maps exceptions to exit codes. Progress goes through a callback so the
-library stays silent when used from Python.
+library stays silent when used from Python. torch is imported only inside the jobs that rebuild
+the PyTorch original: `validate` against an OUT.ref.npz runs without it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -20,6 +23,8 @@ from vitdeploy.errors import CheckFailed, UserError
 
 Progress = Callable[[str], None]
 RANDOM_WEIGHTS = "random-seed-0"
+PRECISIONS = ("fp32", "fp16")
+TORCH_REFERENCE = "torch (unfolded PyTorch original)"
 
 
 def _noop(msg: str) -> None:
@@ -65,7 +70,7 @@ def count_macs(model, img_size: int) -> int:
 def reference_from_metadata(meta: Dict[str, str], checkpoint=None, warn: Optional[Progress] = None,
                             where: str = "artifact"):
     """Rebuild the PyTorch original an artifact was exported from."""
-    from vitdeploy.models.checkpoints import file_sha256
+    from vitdeploy.fileio import file_sha256
 
     if "model" not in meta:
         raise UserError(f"{where} has no vitdeploy metadata (was it exported by vitdeploy?); "
@@ -73,7 +78,7 @@ def reference_from_metadata(meta: Dict[str, str], checkpoint=None, warn: Optiona
     recorded = meta.get("checkpoint_sha256", RANDOM_WEIGHTS)
     if checkpoint is None and recorded != RANDOM_WEIGHTS:
         raise UserError(f"{where} was exported from a checkpoint (sha256 {recorded[:12]}…); "
-                        "pass the same file with --checkpoint")
+                        "pass the same file with --checkpoint, or compare with --reference OUT.ref.npz")
     if checkpoint is not None and warn:
         sha = file_sha256(checkpoint)
         if sha != recorded:
@@ -89,185 +94,337 @@ def reference_from_metadata(meta: Dict[str, str], checkpoint=None, warn: Optiona
                            num_classes=int(meta.get("num_classes", 1000)))
 
 
-def artifact_metadata(artifact: os.PathLike) -> Dict[str, str]:
-    """vitdeploy.* metadata of an .onnx, or of the ONNX an .engine was built from (its manifest)."""
-    p = Path(artifact)
-    if p.suffix == ".onnx":
-        from vitdeploy.export.onnx import read_metadata
+def torch_runner_for(model, task: str, img_size: int, threads: Optional[int] = None, name: str = "torch"):
+    from vitdeploy.engines.runners import TorchRunner
+    from vitdeploy.export.onnx import output_names_for
 
-        return read_metadata(p)
-    if p.suffix in (".engine", ".plan", ".trt"):
-        from vitdeploy.engines.manifest import read_manifest
+    return TorchRunner(model, output_names=output_names_for(task), input_shape=["batch", 3, img_size, img_size],
+                       threads=threads, name=name)
 
-        raw = read_manifest(p).get("onnx_metadata", {})  # kept with the "vitdeploy." prefix there
-        return {(k[len("vitdeploy."):] if k.startswith("vitdeploy.") else k): v for k, v in raw.items()}
-    raise UserError(f"{p}: unknown artifact type {p.suffix!r}; expected .onnx or .engine")
+
+def preprocess_for(meta: Dict[str, str], images) -> np.ndarray:
+    """Real images preprocessed the way the artifact's metadata says the model expects."""
+    from vitdeploy.models.preprocess import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION, preprocess_images
+
+    return preprocess_images(images, int(meta["img_size"]), json.loads(meta["mean"]), json.loads(meta["std"]),
+                             crop_pct=float(meta.get("crop_pct", DEFAULT_CROP_PCT)),
+                             interpolation=meta.get("interpolation", DEFAULT_INTERPOLATION))
+
+
+@contextmanager
+def _timed(timings: Dict[str, float], key: str):
+    t = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - t
 
 
 # ----------------------------------------------------------------------------- export
 
-def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_size=None,
-           batch: Optional[int] = None, task: str = "classify", num_classes: Optional[int] = None,
-           precision: str = "fp32", portable: bool = False, opset: int = 20, validate: bool = True,
-           validate_batch: int = 2, progress: Progress = _noop) -> Dict[str, object]:
-    """Checkpoint -> folded ONNX (+ fp16) -> ORT parity vs the unfolded model -> OUT.report.json."""
-    import torch
+@dataclass
+class ExportRequest:
+    """The export's arguments, checked (`_check_export`) before any slow step runs."""
+    model: str
+    out: Path
+    checkpoint: Optional[os.PathLike]
+    sparsity: object
+    img_size: int
+    batch: Optional[int]
+    task: str
+    num_classes: Optional[int]
+    precision: str
+    portable: bool
+    opset: int
+    images: Optional[os.PathLike]
+    reference_batch: int
+    spec: object = None
+    timings: Dict[str, float] = field(default_factory=dict)
 
-    from vitdeploy.export import fold, onnx as vonnx
-    from vitdeploy.models.checkpoints import file_sha256
-    from vitdeploy.models.registry import get_spec, random_images
 
-    t_all = time.perf_counter()
-    timings: Dict[str, float] = {}
+def _check_export(model, out, *, checkpoint, sparsity, img_size, batch, task, num_classes, precision, portable,
+                  opset, images, validate_batch, progress) -> ExportRequest:
+    from vitdeploy.export.onnx import check_writable
+    from vitdeploy.models.registry import get_spec
+
     spec = get_spec(model)
-    out = vonnx.check_writable(out)
+    out = check_writable(out)
     if out.suffix != ".onnx":
         raise UserError(f"output {out} should end in .onnx")
-    if precision not in ("fp32", "fp16"):
-        raise UserError(f"--precision must be fp32 or fp16, not {precision!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if sparsity is not None and not spec.sparsity:
         raise UserError(f"--sparsity applies to Swin models (SparseViT), not {model}")
     if portable and not spec.sparsity:
         progress(f"note: --portable changes nothing for {model} (it has no window ops)")
     if batch is not None and batch < 1:
         raise UserError(f"--batch must be >= 1 or 'dynamic', not {batch}")
-    img_size = img_size or spec.default_img_size
+    if images is not None and not Path(images).exists():
+        raise UserError(f"--images: {images} not found")
+    return ExportRequest(model, out, checkpoint, sparsity, img_size or spec.default_img_size, batch, task,
+                         num_classes, precision, portable, opset, images,
+                         validate_batch if batch is None else batch, spec)
 
-    t = time.perf_counter()
-    progress(f"[1/5] building {model} at {img_size}x{img_size}"
-             + (f" from {checkpoint}" if checkpoint else " (random weights)"))
-    ref = build_reference(model, checkpoint=checkpoint, img_size=img_size, task=task, sparsity=sparsity,
-                          num_classes=num_classes, warn=progress)
-    num_classes = ref.num_classes  # from the checkpoint's head when not given
-    ckpt_sha = file_sha256(checkpoint) if checkpoint else RANDOM_WEIGHTS
-    sparsity_cfg = getattr(ref, "sparsity", None)
-    timings["build_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    progress("[2/5] folding BatchNorm")
-    deploy = fold.folded_copy(ref)
-    n_bn_before, n_bn_after = fold.count_batchnorm(ref), fold.count_batchnorm(deploy)
-    timings["fold_s"] = time.perf_counter() - t
+def _export_graph(req: ExportRequest, deploy):
+    """The folded model -> a checked-later ModelProto (custom nodes and functions finalized)."""
+    import torch
 
-    t = time.perf_counter()
-    progress(f"[3/5] exporting ONNX (opset {opset}, batch {'dynamic' if batch is None else batch}"
-             + (", portable" if portable else "") + ")")
-    out_names = vonnx.output_names_for(task)
-    example = torch.from_numpy(random_images(batch or 2, img_size))
+    from vitdeploy.export import onnx as vonnx
+    from vitdeploy.models.preprocess import random_images
+
+    example = torch.from_numpy(random_images(req.batch or 2, req.img_size))
     try:
-        proto = vonnx.export_module(deploy, example, out_names, dynamic_batch=batch is None, opset=opset,
-                                    portable=portable, uses_window_ops=bool(getattr(deploy, "uses_window_ops", False)))
+        return vonnx.export_module(deploy, example, vonnx.output_names_for(req.task), dynamic_batch=req.batch is None,
+                                   opset=req.opset, portable=req.portable,
+                                   uses_window_ops=bool(getattr(deploy, "uses_window_ops", False)))
     except RuntimeError as e:
-        raise CheckFailed(f"ONNX export of {model} failed: {str(e).splitlines()[0]}")
+        raise CheckFailed(f"ONNX export of {req.model} failed: {str(e).splitlines()[0]}")
+
+
+def _precision_pass(proto, precision: str):
+    """Where the graph gets its precision (TensorRT 11 is strongly typed: precision lives in the graph)."""
     if precision == "fp16":
         from vitdeploy.export.precision import to_fp16
 
-        proto = to_fp16(proto)
-    meta = {"version": __version__, "model": model, "task": task, "img_size": str(img_size),
-            "sparsity": (sparsity_cfg.to_json() if sparsity_cfg is not None and not sparsity_cfg.is_dense
-                         else "null"),
-            "precision": precision, "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
+        return to_fp16(proto)
+    return proto
+
+
+def _export_metadata(req: ExportRequest, ckpt_sha: str, sparsity_cfg, num_classes: int) -> Dict[str, str]:
+    spec = req.spec
+    dense = sparsity_cfg is None or sparsity_cfg.is_dense
+    return {"version": __version__, "model": req.model, "task": req.task, "img_size": str(req.img_size),
+            "sparsity": "null" if dense else sparsity_cfg.to_json(), "precision": req.precision,
+            "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
+            "crop_pct": str(spec.crop_pct), "interpolation": spec.interpolation,
             "checkpoint_sha256": ckpt_sha, "num_classes": str(num_classes)}
-    vonnx.set_metadata(proto, meta)
-    proto.producer_name, proto.producer_version = "vitdeploy", __version__
-    vonnx.check_model(proto)
-    timings["export_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    progress(f"[4/5] writing {out}")
-    nbytes = vonnx.save_model(proto, out)
-    timings["write_s"] = time.perf_counter() - t
 
+def _reference_inputs(req: ExportRequest, meta: Dict[str, str]):
+    """Fixed-seed random images, then the user's real ones (--images): what OUT.ref.npz stores."""
+    from vitdeploy.models.preprocess import random_images
+
+    x = random_images(req.reference_batch, req.img_size, seed=0)
+    label = f"{len(x)} random images (seed 0)"
+    if req.images is not None:
+        real = preprocess_for(meta, req.images)
+        x = np.concatenate([x, real])
+        label += f" + {len(real)} images from {req.images}"
+    return x, label
+
+
+def write_reference(ref_model, onnx_path: os.PathLike, meta: Dict[str, str], images: np.ndarray,
+                    inputs_label: str) -> Path:
+    """Run the unfolded PyTorch model on `images` and write OUT.ref.npz beside the ONNX."""
+    from vitdeploy.engines.parity import infer_in_chunks
+    from vitdeploy.engines.reference_outputs import ReferenceOutputs, make_provenance, reference_path_for
+
+    runner = torch_runner_for(ref_model, meta["task"], int(meta["img_size"]), name=TORCH_REFERENCE)
+    outputs = infer_in_chunks(runner, images)
+    ref = ReferenceOutputs({runner.inputs[0].name: images}, outputs,
+                           make_provenance(metadata=meta, inputs=inputs_label, reference=TORCH_REFERENCE))
+    return ref.save(reference_path_for(onnx_path))
+
+
+def _export_report(req: ExportRequest, proto, ref, deploy, *, ckpt_sha, meta, nbytes, bn) -> Dict[str, object]:
+    from vitdeploy.artifact import onnx_tensors
+    from vitdeploy.export import fold
+    from vitdeploy.export.onnx import op_histogram
+    from vitdeploy.models.registry import build_model
+
+    io = onnx_tensors(proto)
     report = {
-        "vitdeploy_version": __version__, "model": model, "task": task, "img_size": img_size,
-        "num_classes": num_classes, "precision": precision, "portable": portable,
-        "sparsity": json.loads(meta["sparsity"]), "checkpoint": str(checkpoint) if checkpoint else None,
-        "checkpoint_sha256": ckpt_sha, "opset": opset, "onnx": str(out), "onnx_bytes": nbytes,
-        **vonnx.io_shapes(proto), "op_histogram": vonnx.op_histogram(proto),
-        "batchnorm_modules": {"before_fold": n_bn_before, "after_fold": n_bn_after},
+        "vitdeploy_version": __version__, "model": req.model, "task": req.task, "img_size": req.img_size,
+        "num_classes": int(meta["num_classes"]), "precision": req.precision, "portable": req.portable,
+        "sparsity": json.loads(meta["sparsity"]), "checkpoint": str(req.checkpoint) if req.checkpoint else None,
+        "checkpoint_sha256": ckpt_sha, "opset": req.opset, "onnx": str(req.out), "onnx_bytes": nbytes,
+        **{kind: {t.name: {"shape": t.shape, "dtype": t.dtype} for t in io[kind]} for kind in io},
+        "op_histogram": op_histogram(proto),
+        "batchnorm_modules": {"before_fold": bn[0], "after_fold": bn[1]},
         "parameters": int(sum(p.numel() for p in ref.parameters())),
-        "macs": count_macs(deploy, img_size),
+        "macs": count_macs(deploy, req.img_size),
     }
-    if sparsity_cfg is not None and not sparsity_cfg.is_dense:
-        from vitdeploy.models.registry import build_model
-
-        dense = fold.folded_copy(build_model(model, img_size=img_size, task=task, num_classes=num_classes))
-        report["dense_macs"] = count_macs(dense, img_size)
-
-    if validate:
-        t = time.perf_counter()
-        progress(f"[5/5] validating on ONNX Runtime (CPU) vs the unfolded PyTorch model, batch {validate_batch}")
-        parity = validate_runners(ref, out, task=task, img_size=img_size, precision=precision,
-                                  batch=validate_batch if batch is None else batch, out_names=out_names)
-        report["parity"] = parity.to_dict()
-        timings["validate_s"] = time.perf_counter() - t
-        progress(parity.table())
-    else:
-        report["parity"] = None
-    timings["total_s"] = time.perf_counter() - t_all
-    report["timings"] = timings
-    from vitdeploy.engines.bench import _peak_rss_mb
-
-    report["peak_rss_mb"] = _peak_rss_mb()
-    vonnx.atomic_write_json(report_path_for(out), report)
-    if validate and not report["parity"]["passed"]:
-        raise CheckFailed(f"{out}: parity check failed (see {report_path_for(out)})")
+    if meta["sparsity"] != "null":
+        dense = fold.folded_copy(build_model(req.model, img_size=req.img_size, task=req.task,
+                                             num_classes=report["num_classes"]))
+        report["dense_macs"] = count_macs(dense, req.img_size)
     return report
 
 
-def validate_runners(ref_model, artifact, *, task, img_size, precision, batch=2, out_names=None,
-                     images: Optional[np.ndarray] = None, backend: str = "ort", plugin_lib=None,
-                     inputs_label: str = "random images, seed 0"):
-    from vitdeploy.engines.parity import run_parity
-    from vitdeploy.engines.runners import TorchRunner, make_artifact_runner
-    from vitdeploy.export.onnx import output_names_for
-    from vitdeploy.models.registry import random_images
+def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_size=None,
+           batch: Optional[int] = None, task: str = "classify", num_classes: Optional[int] = None,
+           precision: str = "fp32", portable: bool = False, opset: int = 20, validate: bool = True,
+           validate_batch: int = 2, images: Optional[os.PathLike] = None,
+           progress: Progress = _noop) -> Dict[str, object]:
+    """Checkpoint -> folded ONNX (+ precision pass) -> OUT.ref.npz -> ORT parity -> OUT.report.json."""
+    from vitdeploy.engines.bench import peak_rss_mb
+    from vitdeploy.engines.parity import parity_from_reference
+    from vitdeploy.export import fold, onnx as vonnx
+    from vitdeploy.fileio import atomic_write_json, file_sha256
 
-    out_names = out_names or output_names_for(task)
-    ref = TorchRunner(ref_model, output_names=out_names, input_shape=["batch", 3, img_size, img_size],
-                      name="torch")
-    cand = make_artifact_runner(backend, str(artifact), plugin_lib=plugin_lib)
-    try:
-        x = images if images is not None else random_images(batch, img_size, seed=0)
-        return run_parity(ref, cand, x, precision=precision, task=task, inputs=inputs_label)
-    finally:
-        cand.close()
+    t_all = time.perf_counter()
+    req = _check_export(model, out, checkpoint=checkpoint, sparsity=sparsity, img_size=img_size, batch=batch,
+                        task=task, num_classes=num_classes, precision=precision, portable=portable, opset=opset,
+                        images=images, validate_batch=validate_batch, progress=progress)
+    timings = req.timings
+
+    with _timed(timings, "build_s"):
+        progress(f"[1/5] building {model} at {req.img_size}x{req.img_size}"
+                 + (f" from {checkpoint}" if checkpoint else " (random weights)"))
+        ref = build_reference(model, checkpoint=checkpoint, img_size=req.img_size, task=task, sparsity=sparsity,
+                              num_classes=num_classes, warn=progress)
+        ckpt_sha = file_sha256(checkpoint) if checkpoint else RANDOM_WEIGHTS
+    with _timed(timings, "fold_s"):
+        progress("[2/5] folding BatchNorm")
+        deploy = fold.folded_copy(ref)
+        bn = fold.count_batchnorm(ref), fold.count_batchnorm(deploy)
+    with _timed(timings, "export_s"):
+        progress(f"[3/5] exporting ONNX (opset {opset}, batch {'dynamic' if batch is None else batch}"
+                 + (", portable" if portable else "") + ")")
+        proto = _precision_pass(_export_graph(req, deploy), precision)
+        # num_classes comes from the checkpoint's head when not given
+        meta = _export_metadata(req, ckpt_sha, getattr(ref, "sparsity", None), ref.num_classes)
+        vonnx.set_metadata(proto, meta)
+        proto.producer_name, proto.producer_version = "vitdeploy", __version__
+        vonnx.check_model(proto)
+    with _timed(timings, "write_s"):
+        progress(f"[4/5] writing {req.out} and its reference outputs")
+        nbytes = vonnx.save_model(proto, req.out)
+        x, label = _reference_inputs(req, meta)
+        ref_path = write_reference(ref, req.out, meta, x, label)
+
+    report = _export_report(req, proto, ref, deploy, ckpt_sha=ckpt_sha, meta=meta, nbytes=nbytes, bn=bn)
+    report["reference"] = str(ref_path)
+    report["parity"] = None
+    if validate:
+        with _timed(timings, "validate_s"):
+            progress(f"[5/5] validating on ONNX Runtime (CPU) vs the unfolded PyTorch model ({label})")
+            parity = parity_from_reference(req.out, ref_path, backend="ort")
+            report["parity"] = parity.to_dict()
+            progress(parity.table())
+    timings["total_s"] = time.perf_counter() - t_all
+    report["timings"] = timings
+    report["peak_rss_mb"] = peak_rss_mb()
+    atomic_write_json(report_path_for(req.out), report)
+    if validate and not report["parity"]["passed"]:
+        raise CheckFailed(f"{req.out}: parity check failed (see {report_path_for(req.out)})")
+    return report
 
 
 # ----------------------------------------------------------------------------- validate
 
-def validate(artifact: os.PathLike, *, checkpoint=None, images=None, backend: Optional[str] = None,
-             batch: int = 8, plugin_lib=None, progress: Progress = _noop):
-    from vitdeploy.models.registry import preprocess_images
+def validate(artifact: os.PathLike, *, reference: Optional[os.PathLike] = None, checkpoint=None, images=None,
+             backend: Optional[str] = None, batch: int = 8, plugin_lib=None, progress: Progress = _noop):
+    """Parity of an .onnx/engine: against OUT.ref.npz (given, or found beside it; no torch needed), or
+    against the PyTorch original rebuilt from its metadata (with --checkpoint / --images, or no reference)."""
+    from vitdeploy.artifact import open_artifact
+    from vitdeploy.engines.parity import parity_from_reference
 
-    artifact = Path(artifact)
-    if not artifact.exists():
-        raise UserError(f"not found: {artifact}")
-    meta = artifact_metadata(artifact)
-    backend = backend or ("trt" if artifact.suffix in (".engine", ".plan", ".trt") else "ort")
+    if reference is not None and (checkpoint is not None or images is not None):
+        raise UserError("--reference compares the inputs and outputs stored in it: drop --checkpoint/--images, "
+                        "or drop --reference to rebuild the PyTorch original")
+    art = open_artifact(artifact)
+    if checkpoint is None and images is None:
+        parity = parity_from_reference(art.path, reference, backend=backend, plugin_lib=plugin_lib,
+                                       progress=progress)
+        if parity is not None:
+            return parity
+    return _validate_against_torch(art, checkpoint=checkpoint, images=images, backend=backend, batch=batch,
+                                   plugin_lib=plugin_lib, progress=progress)
+
+
+def _validate_against_torch(art, *, checkpoint, images, backend, batch, plugin_lib, progress):
+    from vitdeploy import optional
+    from vitdeploy.engines.backends import default_backend, make_artifact_runner
+    from vitdeploy.engines.parity import run_parity
+    from vitdeploy.engines.reference_outputs import reference_path_for
+    from vitdeploy.models.preprocess import random_images
+
+    if not optional.available("torch"):
+        raise UserError(f"{art.path}: no {reference_path_for(art.path).name} beside it and PyTorch is not "
+                        "installed to rebuild the original: pass --reference OUT.ref.npz (written by export)")
+    meta = art.metadata
+    backend = backend or default_backend(art)
     img_size = int(meta["img_size"]) if "img_size" in meta else 224
     task = meta.get("task", "classify")
-    precision = meta.get("precision", "fp32")
     progress(f"[1/3] rebuilding the PyTorch original: {meta.get('model')} ({task}, {img_size}px"
              + (f", sparsity {meta.get('sparsity')}" if meta.get("sparsity", "null") != "null" else "") + ")")
-    ref = reference_from_metadata(meta, checkpoint=checkpoint, warn=progress, where=str(artifact))
+    ref = reference_from_metadata(meta, checkpoint=checkpoint, warn=progress, where=str(art.path))
     if images is not None:
-        mean, std = json.loads(meta["mean"]), json.loads(meta["std"])
-        x = preprocess_images(images, img_size, mean, std)
+        x = preprocess_for(meta, images)
         label = f"{len(x)} images from {images}"
     else:
-        from vitdeploy.models.registry import random_images
-
         x = random_images(batch, img_size, seed=0)
         label = "random images, seed 0"
     progress(f"[2/3] running {backend} and torch on {label}")
-    parity = validate_runners(ref, artifact, task=task, img_size=img_size, precision=precision,
-                              images=x, backend=backend, plugin_lib=plugin_lib, inputs_label=label)
-    progress("[3/3] comparing")
+    cand = make_artifact_runner(backend, str(art.path), plugin_lib=plugin_lib)
+    try:
+        parity = run_parity(torch_runner_for(ref, task, img_size), cand, x,
+                            precision=meta.get("precision", "fp32"), task=task, inputs=label)
+    finally:
+        cand.close()
+    progress("[3/3] compared")
     return parity
 
 
 # ----------------------------------------------------------------------------- bench
+
+BENCH_BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt")
+
+
+@dataclass
+class BenchTargets:
+    onnx: List[str]
+    engine: List[str]
+    model: List[str]
+
+
+def _bench_targets(targets: Sequence[str]) -> BenchTargets:
+    from vitdeploy.artifact import split_targets
+    from vitdeploy.models.registry import SPECS
+
+    by_kind = split_targets(targets)
+    models = [t for t in by_kind["other"] if t in SPECS]
+    unknown = [t for t in by_kind["other"] if t not in SPECS]
+    if unknown:
+        if not Path(unknown[0]).exists():
+            raise UserError(f"{unknown[0]}: neither a model name ({', '.join(SPECS)}) nor an .onnx/.engine file")
+        raise UserError(f"{unknown[0]}: unknown artifact type; expected .onnx or .engine")
+    for t in by_kind["onnx"] + by_kind["engine"]:
+        if not Path(t).exists():
+            raise UserError(f"not found: {t}")
+    return BenchTargets(by_kind["onnx"], by_kind["engine"], models)
+
+
+def _model_metadata(model: str, img_size, sparsity) -> Dict[str, str]:
+    """What an export of `model` would record, for a torch-only bench of a bare model name."""
+    from vitdeploy.models.registry import SPECS, build_model
+
+    meta = {"model": model, "img_size": str(img_size or SPECS[model].default_img_size), "task": "classify",
+            "sparsity": "null", "checkpoint_sha256": RANDOM_WEIGHTS, "num_classes": "1000"}
+    if sparsity is not None:
+        cfg = build_model(model, img_size=int(meta["img_size"]), sparsity=sparsity).sparsity
+        meta["sparsity"] = cfg.to_json() if cfg is not None else "null"
+    return meta
+
+
+def _bench_runner_for(be: str, t: BenchTargets, meta: Dict[str, str], *, checkpoint, threads, plugin_lib, progress):
+    from vitdeploy.engines.backends import make_artifact_runner
+
+    if be == "torch":
+        progress("building the PyTorch eager original")
+        model = reference_from_metadata(meta, checkpoint=checkpoint, where="artifact")
+        return torch_runner_for(model, meta.get("task", "classify"), int(meta["img_size"]), threads=threads)
+    if be in ("ort", "ort-cuda", "ort-trt"):
+        if not t.onnx:
+            raise UserError(f"--backend {be} needs an .onnx artifact among the targets")
+        return make_artifact_runner(be, t.onnx[0], threads=threads)
+    if be == "trt":
+        if not t.engine:
+            raise UserError("--backend trt needs an .engine artifact among the targets "
+                            "(build one with `vitdeploy build MODEL.onnx -o MODEL.engine`)")
+        return make_artifact_runner("trt", t.engine[0], plugin_lib=plugin_lib)
+    raise UserError(f"unknown backend {be!r}; choose from {', '.join(BENCH_BACKENDS)}")
+
 
 def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"), batch: int = 1,
           threads: Optional[int] = None, iters: int = 50, warmup: int = 10, sparsity=None,
@@ -278,105 +435,68 @@ def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"),
     original rebuilt from the artifact's metadata (or the named model)."""
     import tempfile
 
+    from vitdeploy.artifact import open_artifact
     from vitdeploy.engines.bench import bench_runner
-    from vitdeploy.engines.runners import TorchRunner, make_artifact_runner, set_threads
-    from vitdeploy.export.onnx import output_names_for
-    from vitdeploy.models.registry import SPECS, random_images
+    from vitdeploy.engines.runners import set_threads
+    from vitdeploy.models.preprocess import random_images
 
     set_threads(threads)
-    onnx_t = [t for t in targets if str(t).endswith(".onnx")]
-    engine_t = [t for t in targets if Path(t).suffix in (".engine", ".plan", ".trt")]
-    model_t = [t for t in targets if t in SPECS]
-    unknown = [t for t in targets if t not in onnx_t + engine_t + model_t]
-    if unknown:
-        if not Path(unknown[0]).exists() and not str(unknown[0]).endswith((".onnx", ".engine")):
-            raise UserError(f"{unknown[0]}: neither a model name ({', '.join(SPECS)}) nor an .onnx/.engine file")
-        raise UserError(f"{unknown[0]}: unknown artifact type; expected .onnx or .engine")
-    for t in onnx_t + engine_t:
-        if not Path(t).exists():
-            raise UserError(f"not found: {t}")
+    t = _bench_targets(targets)
     if batch < 1:
         raise UserError(f"--batch must be >= 1, not {batch}")
-    meta = artifact_metadata(onnx_t[0] if onnx_t else engine_t[0]) if (onnx_t or engine_t) else None
-    tmpdir = None
-    if meta is None:
-        if not model_t:
-            raise UserError("bench needs an .onnx/.engine artifact or a model name")
-        # a bare model name: export it to a temporary ONNX so ORT can be compared too
-        if any(b.startswith("ort") for b in backends):
-            tmpdir = tempfile.TemporaryDirectory(prefix="vitdeploy-bench-")
-            p = Path(tmpdir.name) / f"{model_t[0]}.onnx"
-            progress(f"exporting {model_t[0]} to a temporary ONNX for the ort backend")
-            export(model_t[0], p, checkpoint=checkpoint, sparsity=sparsity, img_size=img_size,
-                   validate=False, progress=_noop)
-            onnx_t = [str(p)]
-            meta = artifact_metadata(p)
+    if not (t.onnx or t.engine or t.model):
+        raise UserError("bench needs an .onnx/.engine artifact or a model name")
+    with tempfile.TemporaryDirectory(prefix="vitdeploy-bench-") as tmp:
+        if t.onnx or t.engine:
+            meta = open_artifact((t.onnx or t.engine)[0]).metadata
+        elif any(b.startswith("ort") for b in backends):
+            # a bare model name: export it to a temporary ONNX so ORT can be compared too
+            p = Path(tmp) / f"{t.model[0]}.onnx"
+            progress(f"exporting {t.model[0]} to a temporary ONNX for the ort backend")
+            export(t.model[0], p, checkpoint=checkpoint, sparsity=sparsity, img_size=img_size, validate=False)
+            t.onnx = [str(p)]
+            meta = open_artifact(p).metadata
         else:
-            spec = SPECS[model_t[0]]
-            meta = {"model": model_t[0], "img_size": str(img_size or spec.default_img_size), "task": "classify",
-                    "sparsity": "null", "checkpoint_sha256": RANDOM_WEIGHTS, "num_classes": "1000"}
-            if sparsity is not None:
-                from vitdeploy.models.registry import build_model
-
-                cfg = build_model(model_t[0], img_size=int(meta["img_size"]), sparsity=sparsity).sparsity
-                meta["sparsity"] = cfg.to_json() if cfg is not None else "null"
-    img = int(meta["img_size"])
-    task = meta.get("task", "classify")
-    x = random_images(batch, img, seed=0)
-    results = []
-    try:
+            meta = _model_metadata(t.model[0], img_size, sparsity)
+        x = random_images(batch, int(meta["img_size"]), seed=0)
+        results = []
         for be in backends:
-            if be == "torch":
-                progress("building the PyTorch eager original")
-                runner = TorchRunner(reference_from_metadata(meta, checkpoint=checkpoint, where="artifact"),
-                                     output_names=output_names_for(task), input_shape=["batch", 3, img, img],
-                                     threads=threads)
-            elif be in ("ort", "ort-cuda", "ort-trt"):
-                if not onnx_t:
-                    raise UserError(f"--backend {be} needs an .onnx artifact among the targets")
-                runner = make_artifact_runner(be, onnx_t[0], threads=threads)
-            elif be == "trt":
-                if not engine_t:
-                    raise UserError("--backend trt needs an .engine artifact among the targets "
-                                    "(build one with `vitdeploy build MODEL.onnx -o MODEL.engine`)")
-                runner = make_artifact_runner("trt", engine_t[0], plugin_lib=plugin_lib)
-            else:
-                raise UserError(f"unknown backend {be!r}; choose from torch, ort, ort-cuda, ort-trt, trt")
+            runner = _bench_runner_for(be, t, meta, checkpoint=checkpoint, threads=threads, plugin_lib=plugin_lib,
+                                       progress=progress)
             progress(f"benchmarking {be}: batch {batch}, {warmup} warm-up + {iters} timed iterations"
                      + (f", {threads} threads" if threads else ""))
             try:
                 r = bench_runner(runner, x, warmup=warmup, iters=iters, threads=threads)
             finally:
                 runner.close()
-            r.update({"model": meta["model"], "img_size": img, "sparsity": json.loads(meta.get("sparsity", "null")),
-                      "precision": meta.get("precision", "fp32")})
+            r.update({"model": meta["model"], "img_size": int(meta["img_size"]),
+                      "sparsity": json.loads(meta.get("sparsity", "null")), "precision": meta.get("precision", "fp32")})
             results.append(r)
-    finally:
-        if tmpdir:
-            tmpdir.cleanup()
     return results
 
 
 # ----------------------------------------------------------------------------- info
 
 def info(artifact: os.PathLike) -> Dict[str, object]:
-    p = Path(artifact)
-    if not p.exists():
-        raise UserError(f"not found: {p}")
-    if p.suffix == ".onnx":
-        from vitdeploy.export.onnx import io_shapes, load_onnx, op_histogram
+    from vitdeploy.artifact import open_artifact
+    from vitdeploy.engines.reference_outputs import find_reference
+    from vitdeploy.export.onnx import op_histogram
+    from vitdeploy.export.window_ops import DOMAIN
 
-        proto = load_onnx(p)
-        meta = {k[len("vitdeploy."):]: v for k, v in ((m.key, m.value) for m in proto.metadata_props)
-                if k.startswith("vitdeploy.")}
-        return {"artifact": str(p), "kind": "onnx", "bytes": p.stat().st_size, "metadata": meta,
-                "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
-                **io_shapes(proto), "custom_nodes": sum(n.domain == "vitdeploy" for n in proto.graph.node),
-                "local_functions": [f"{f.domain}::{f.name}" for f in proto.functions],
-                "nodes": len(proto.graph.node), "op_histogram": op_histogram(proto)}
-    if p.suffix in (".engine", ".plan", ".trt"):
-        from vitdeploy.engines.manifest import read_manifest
-
-        return {"artifact": str(p), "kind": "tensorrt-engine", "bytes": p.stat().st_size,
-                "manifest": read_manifest(p)}
-    raise UserError(f"{p}: unknown artifact type {p.suffix!r}; expected .onnx or .engine")
+    art = open_artifact(artifact)
+    ref = find_reference(art.path, art.source_onnx)
+    out: Dict[str, object] = {
+        "artifact": str(art.path), "kind": art.kind, "bytes": art.nbytes, "metadata": art.metadata,
+        "inputs": {t.name: {"shape": t.shape, "dtype": t.dtype} for t in art.inputs},
+        "outputs": {t.name: {"shape": t.shape, "dtype": t.dtype} for t in art.outputs},
+        "batch_profile": vars(art.batch) if art.batch else None,
+        "reference": str(ref) if ref else None}
+    if art.kind == "onnx":
+        proto = art.onnx
+        out.update({"opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
+                    "custom_nodes": sum(n.domain == DOMAIN for n in proto.graph.node),
+                    "local_functions": [f"{f.domain}::{f.name}" for f in proto.functions],
+                    "nodes": len(proto.graph.node), "op_histogram": op_histogram(proto)})
+    else:
+        out.update({"source_onnx": str(art.source_onnx) if art.source_onnx else None, "manifest": art.manifest})
+    return out

@@ -20,6 +20,8 @@ INSTALL_HINTS: Dict[str, str] = {
                         "(replaces the CPU onnxruntime; needs CUDA and cuDNN)"),
     "pytriton": "PyTriton is not installed: pip install 'vitdeploy[serve]'",
     "matplotlib": "matplotlib is not installed: pip install 'vitdeploy[plot]'",
+    # torch is a dependency of the package, but a serving host may run `validate --reference` without it
+    "torch": "PyTorch is not installed: pip install torch==2.13.0 (or compare with --reference OUT.ref.npz)",
 }
 
 
@@ -34,7 +36,7 @@ def available(backend: str) -> bool:
     """Whether `backend` (a key of INSTALL_HINTS) imports here; never raises."""
     try:
         {"tensorrt": tensorrt, "onnxruntime-gpu": onnxruntime_gpu, "pytriton": pytriton,
-         "matplotlib": pyplot}[backend]()
+         "matplotlib": pyplot, "torch": torch}[backend]()
     except UserError:
         return False
     return True
@@ -58,6 +60,11 @@ def pytriton() -> ModuleType:
     mod = _import("pytriton", "pytriton")
     _import("pytriton.triton", "pytriton")
     return mod
+
+
+def torch() -> ModuleType:
+    """`torch`, for the jobs that rebuild the PyTorch original."""
+    return _import("torch", "torch")
 
 
 def pyplot() -> ModuleType:

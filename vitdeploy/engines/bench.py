@@ -24,7 +24,7 @@ def _rss_mb() -> float:
         return float("nan")
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     # ru_maxrss is KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -71,7 +71,7 @@ def bench_runner(runner, images: np.ndarray, *, warmup: int = 10, iters: int = 5
              "iters": len(times), "threads": threads, "timing_scope": "infer() host-to-host"}
     stats.update(summarize(times, batch))
     stats["rss_mb"] = _rss_mb()
-    stats["peak_rss_mb"] = _peak_rss_mb()
+    stats["peak_rss_mb"] = peak_rss_mb()
     return stats
 
 

@@ -1,18 +1,35 @@
-"""Compare runners on the same inputs; task-aware metrics and a verdict that says what failed.
+"""Compare a candidate with the PyTorch original: task-aware metrics, thresholds, a verdict.
 
-Per output: max abs error, max relative error (max abs error / max |reference|), cosine
-similarity; for classifiers also top-1 and top-5 agreement. Thresholds depend on precision and
-are printed with the verdict (Polygraphy's lesson: a bare "FAILED" at 1e-5 helps nobody).
+The reference is either a live runner on the same inputs (`run_parity`) or the outputs stored in
+OUT.ref.npz at export (`run_reference_parity`, `parity_from_reference`: no torch needed). Per
+output: max abs error, max relative error (max abs error / max |reference|), cosine similarity;
+for classifiers also top-1 and top-5 agreement. Thresholds depend on precision and are printed
+with the verdict (Polygraphy's lesson: a bare "FAILED" at 1e-5 helps nobody).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+import os
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from vitdeploy.export.precision import THRESHOLDS
+from vitdeploy.errors import UserError
+
+# The one table of parity thresholds (DESIGN decision 9): precision -> {metric: bound}.
+# max_rel_err: max |a - b| / max |reference| per output. Cosine per output over the flattened
+# batch. top1/top5: agreement fractions for classifiers.
+# fp16 numbers: fp16 has an 11-bit significand (unit roundoff 4.9e-4). Measured on our exports
+# with random non-trivial weights (ORT CPU, batch 16): EfficientViT-M0 max_rel 2.1e-2, cosine
+# 0.99979, top-1 100 %, top-5 set overlap 94 % (random weights give flat logits, so the 5th/6th
+# classes are near ties). So the gate is cosine >= 0.999 and top-1 >= 99 % (the issue's numbers),
+# max_rel 5e-2 and top-5 90 %: loose enough for honest fp16 rounding, tight enough that a broken
+# layer (errors of order 1, cosine << 0.99) fails.
+THRESHOLDS: Dict[str, Dict[str, float]] = {
+    "fp32": {"max_rel_err": 1e-4, "min_cosine": 0.99999, "min_top1": 1.0, "min_top5": 1.0},
+    "fp16": {"max_rel_err": 5e-2, "min_cosine": 0.999, "min_top1": 0.99, "min_top5": 0.9},
+}
 
 
 @dataclass
@@ -41,6 +58,7 @@ class ParityReport:
     batch: int
     inputs: str
     outputs: List[OutputParity]
+    provenance: Optional[Dict[str, object]] = None  # set when the reference came from OUT.ref.npz
 
     @property
     def passed(self) -> bool:
@@ -52,7 +70,12 @@ class ParityReport:
         return d
 
     def table(self) -> str:
-        rows = [f"parity {self.candidate} vs {self.reference} ({self.precision}, {self.inputs}, batch {self.batch}); "
+        rows = []
+        if self.provenance is not None:
+            from vitdeploy.engines.reference_outputs import describe_provenance
+
+            rows.append(describe_provenance(self.provenance))
+        rows += [f"parity {self.candidate} vs {self.reference} ({self.precision}, {self.inputs}, batch {self.batch}); "
                 f"thresholds: rel<={self.thresholds['max_rel_err']:g} cos>={self.thresholds['min_cosine']:g}"
                 + (f" top1>={self.thresholds['min_top1']:.0%}" if any(o.top1_agreement is not None
                                                                      for o in self.outputs) else "")]
@@ -104,7 +127,7 @@ def compare_arrays(name: str, ref: np.ndarray, cand: np.ndarray, thresholds: Dic
 def compare_outputs(ref: Dict[str, np.ndarray], cand: Dict[str, np.ndarray], *, reference: str,
                     candidate: str, precision: str = "fp32", task: str = "classify", batch: int = 0,
                     inputs: str = "random") -> ParityReport:
-    th = dict(THRESHOLDS[precision])
+    th = thresholds_for(precision)
     outs = []
     for name, r in ref.items():
         if name not in cand:
@@ -115,19 +138,76 @@ def compare_outputs(ref: Dict[str, np.ndarray], cand: Dict[str, np.ndarray], *, 
     return ParityReport(reference, candidate, precision, th, batch, inputs, outs)
 
 
+def thresholds_for(precision: str) -> Dict[str, float]:
+    if precision not in THRESHOLDS:
+        raise UserError(f"no parity thresholds for precision {precision!r}; known: {', '.join(THRESHOLDS)}")
+    return dict(THRESHOLDS[precision])
+
+
+def infer_in_chunks(runner, images: np.ndarray, chunk: int = 8) -> Dict[str, np.ndarray]:
+    """Run `runner` over `images` in chunks (bounded memory); a static-batch runner gets exactly its
+    batch each time (the last chunk padded by repetition, the padding dropped from the outputs)."""
+    spec = runner.inputs[0]
+    static = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0 else None
+    step = static or chunk
+    out: Dict[str, List[np.ndarray]] = {}
+    for i in range(0, len(images), step):
+        x = images[i:i + step]
+        n = len(x)
+        if static and n < static:
+            x = np.concatenate([x, np.repeat(x[-1:], static - n, axis=0)])
+        for k, v in runner.infer({spec.name: x}).items():
+            out.setdefault(k, []).append(v[:n])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
 def run_parity(ref_runner, cand_runner, images: np.ndarray, *, precision: str = "fp32",
                task: str = "classify", inputs: str = "random", chunk: int = 8) -> ParityReport:
-    """Run both runners on the same images (in chunks, to bound memory) and compare."""
-    ref_out: Dict[str, List[np.ndarray]] = {}
-    cand_out: Dict[str, List[np.ndarray]] = {}
-    in_ref = ref_runner.inputs[0].name
-    in_cand = cand_runner.inputs[0].name
-    for i in range(0, len(images), chunk):
-        x = images[i:i + chunk]
-        for store, runner, nm in ((ref_out, ref_runner, in_ref), (cand_out, cand_runner, in_cand)):
-            for k, v in runner.infer({nm: x}).items():
-                store.setdefault(k, []).append(v)
-    ref = {k: np.concatenate(v) for k, v in ref_out.items()}
-    cand = {k: np.concatenate(v) for k, v in cand_out.items()}
-    return compare_outputs(ref, cand, reference=ref_runner.name, candidate=cand_runner.name,
-                           precision=precision, task=task, batch=len(images), inputs=inputs)
+    """Run both runners on the same images and compare."""
+    return compare_outputs(infer_in_chunks(ref_runner, images, chunk), infer_in_chunks(cand_runner, images, chunk),
+                           reference=ref_runner.name, candidate=cand_runner.name, precision=precision, task=task,
+                           batch=len(images), inputs=inputs)
+
+
+def run_reference_parity(reference, cand_runner, *, precision: str, task: str, chunk: int = 8) -> ParityReport:
+    """Compare `cand_runner` on a ReferenceOutputs' stored inputs with its stored outputs."""
+    if len(reference.inputs) != 1:
+        raise UserError(f"reference holds {len(reference.inputs)} inputs; vitdeploy artifacts take one image input")
+    images = next(iter(reference.inputs.values()))
+    report = compare_outputs(reference.outputs, infer_in_chunks(cand_runner, images, chunk),
+                             reference=str(reference.provenance.get("reference", "stored outputs")),
+                             candidate=cand_runner.name, precision=precision, task=task, batch=len(images),
+                             inputs=str(reference.provenance.get("inputs", "stored inputs")))
+    report.provenance = reference.provenance
+    return report
+
+
+def parity_from_reference(artifact: os.PathLike, reference: Optional[os.PathLike] = None, *,
+                          backend: Optional[str] = None, plugin_lib: Optional[str] = None,
+                          progress: Callable[[str], None] = lambda msg: None) -> Optional[ParityReport]:
+    """Check an .onnx or engine against its OUT.ref.npz (given, or found beside the artifact or the ONNX
+    an engine was built from), without torch. None when no reference is given or found.
+
+    UserError (exit 2) when the reference's provenance names other weights than the artifact's
+    metadata (model, checkpoint sha256, sparsity, task, resolution)."""
+    from vitdeploy.artifact import open_artifact
+    from vitdeploy.engines.backends import default_backend, make_artifact_runner
+    from vitdeploy.engines.reference_outputs import find_reference, load_reference, provenance_mismatches
+
+    art = open_artifact(artifact)
+    ref_path = reference or find_reference(art.path, art.source_onnx)
+    if ref_path is None:
+        return None
+    ref = load_reference(ref_path)
+    bad = provenance_mismatches(ref.provenance, art.metadata)
+    if bad:
+        raise UserError(f"{ref_path} was made for another export than {art.path} ({'; '.join(bad)}); "
+                        "use the OUT.ref.npz written with this artifact")
+    backend = backend or default_backend(art)
+    progress(f"running {backend} on the {ref.batch} inputs stored in {ref_path}")
+    runner = make_artifact_runner(backend, str(art.path), plugin_lib=plugin_lib)
+    try:
+        return run_reference_parity(ref, runner, precision=art.metadata.get("precision", "fp32"),
+                                    task=art.metadata.get("task", "classify"))
+    finally:
+        runner.close()

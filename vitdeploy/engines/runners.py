@@ -1,8 +1,10 @@
-"""One Runner interface for every backend (Polygraphy style): torch, onnxruntime, tensorrt.
+"""One Runner interface for every backend (Polygraphy style), and the torch and onnxruntime runners.
 
-A runner takes named float32 numpy inputs and returns named numpy outputs. Parity, bench and
-serving only ever talk to this interface, so each backend is interchangeable. Optional backends
-are imported inside the functions that need them.
+A runner takes named numpy inputs and returns named numpy outputs. Parity, bench and serving only
+ever talk to this interface, so each backend is interchangeable. The base class checks feeds
+against the runner's input specs (names, dtype, rank, static dims) before a backend sees them, so
+a wrong feed is one line rather than a backend's own error. The TensorRT runner lives in
+trt_runner.py and the name -> runner factory in backends.py (which may import both).
 """
 
 from __future__ import annotations
@@ -23,14 +25,36 @@ class TensorSpec:
 
 
 class Runner:
-    """Base class. Subclasses set `name`, `inputs`, `outputs` and implement `infer`."""
+    """Base class. Subclasses set `name`, `inputs`, `outputs` and implement `infer_impl`."""
 
     name: str = "runner"
     inputs: List[TensorSpec]
     outputs: List[TensorSpec]
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        self.check_feeds(feeds)
+        return self.infer_impl(feeds)
+
+    def infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def check_feeds(self, feeds: Dict[str, np.ndarray]) -> None:
+        """UserError naming the first feed that does not fit an input spec (Polygraphy's checks)."""
+        expected = [s.name for s in self.inputs]
+        if sorted(feeds) != sorted(expected):
+            raise UserError(f"{self.name}: feeds {sorted(feeds)} do not match the inputs {expected}")
+        for spec in self.inputs:
+            arr = feeds[spec.name]
+            if np.dtype(arr.dtype).name != spec.dtype:
+                raise UserError(f"{self.name}: input {spec.name!r} is {np.dtype(arr.dtype).name}, "
+                                f"the model takes {spec.dtype}")
+            if spec.shape and arr.ndim != len(spec.shape):
+                raise UserError(f"{self.name}: input {spec.name!r} has shape {list(arr.shape)}, "
+                                f"the model takes {spec.shape}")
+            for axis, (got, want) in enumerate(zip(arr.shape, spec.shape)):
+                if isinstance(want, int) and want > 0 and got != want:
+                    raise UserError(f"{self.name}: input {spec.name!r} has shape {list(arr.shape)}, the model "
+                                    f"takes {spec.shape} (axis {axis} must be {want})")
 
     def synchronize(self) -> None:
         """Block until queued device work is done (no-op on CPU backends)."""
@@ -77,7 +101,7 @@ class TorchRunner(Runner):
         self.outputs = [TensorSpec(n, []) for n in output_names]
         self._torch = torch
 
-    def infer(self, feeds):
+    def infer_impl(self, feeds):
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(feeds[self.inputs[0].name], dtype=np.float32))
         with torch.inference_mode():
@@ -144,39 +168,10 @@ class OrtRunner(Runner):
     def device(self) -> str:
         return "cuda" if self.providers and self.providers[0] != "CPUExecutionProvider" else "cpu"
 
-    def infer(self, feeds):
+    def infer_impl(self, feeds):
         names = [o.name for o in self.outputs]
         res = self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
         return dict(zip(names, res))
 
     def end_profiling(self) -> str:
         return self.session.end_profiling()
-
-
-BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt")
-
-
-def tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def make_artifact_runner(backend: str, artifact: str, threads: Optional[int] = None,
-                         plugin_lib: Optional[str] = None) -> Runner:
-    """Runner for an exported artifact (.onnx or .engine) on the named backend."""
-    if backend == "ort":
-        return OrtRunner(artifact, threads=threads)
-    if backend == "ort-cuda":
-        return OrtRunner(artifact, threads=threads,
-                         providers=["CUDAExecutionProvider", "CPUExecutionProvider"], name="ort-cuda")
-    if backend == "ort-trt":  # ORT's TensorRT EP (our custom nodes run through their functions there)
-        return OrtRunner(artifact, threads=threads, name="ort-trt",
-                         providers=["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
-    if backend == "trt":
-        from vitdeploy.engines.trt_runner import TrtRunner  # lazy: TensorRT is optional
-
-        return TrtRunner(artifact, plugin_lib=plugin_lib)
-    raise UserError(f"backend {backend!r} cannot run {artifact}; choose one of ort, ort-cuda, ort-trt, trt")

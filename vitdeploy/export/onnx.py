@@ -2,7 +2,7 @@
 
 The exported graph is what every later stage reads: its metadata carries the model name, task,
 resolution, sparsity, precision and normalization, so `validate`, `build` and `info` need no flags
-that the export already knew.
+that the export already knew (`vitdeploy.artifact` reads them back).
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from typing import Dict, List, Sequence
 import onnx
 
 from vitdeploy.errors import UserError
-from vitdeploy.fileio import atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
+from vitdeploy.fileio import atomic_write_bytes
 
 DEFAULT_OPSET = 20
-META_PREFIX = "vitdeploy."
-META_KEYS = ("version", "model", "task", "img_size", "sparsity", "precision", "mean", "std",
-             "checkpoint_sha256", "num_classes")
+META_PREFIX = "vitdeploy."  # written here (set_metadata); stripped in one place, vitdeploy.artifact
 
 
 def output_names_for(task: str) -> List[str]:
@@ -125,7 +123,8 @@ def set_metadata(proto: onnx.ModelProto, meta: Dict[str, object]) -> None:
 
 
 def load_onnx(path: os.PathLike) -> onnx.ModelProto:
-    """Load an .onnx for inspection, or a one-line UserError saying why it cannot be read."""
+    """Load an .onnx for inspection (graph, metadata and inline weights; external data files are not
+    read), or a one-line UserError saying why it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"not found: {path}")
@@ -136,27 +135,10 @@ def load_onnx(path: os.PathLike) -> onnx.ModelProto:
         raise UserError(f"{path}: not a readable ONNX model ({first}); export it with vitdeploy export")
 
 
-def read_metadata(path: os.PathLike) -> Dict[str, str]:
-    """The vitdeploy.* metadata of an .onnx file (without the prefix), without loading weights."""
-    proto = load_onnx(path)
-    return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
-
-
 def op_histogram(proto: onnx.ModelProto) -> Dict[str, int]:
     c = collections.Counter((f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type)
                             for n in proto.graph.node)
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def io_shapes(proto: onnx.ModelProto) -> Dict[str, Dict[str, list]]:
-    def shape(vi):
-        return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
-
-    def dt(vi):
-        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
-
-    return {"inputs": {vi.name: {"shape": shape(vi), "dtype": dt(vi)} for vi in proto.graph.input},
-            "outputs": {vi.name: {"shape": shape(vi), "dtype": dt(vi)} for vi in proto.graph.output}}
 
 
 def check_model(proto: onnx.ModelProto) -> None:

@@ -16,10 +16,8 @@ from typing import Dict, Iterable, List, Optional
 import torch
 
 from vitdeploy.errors import UserError
-from vitdeploy.fileio import file_sha256  # noqa: F401 (re-exported)
 
 WRAPPER_KEYS = ("model_ema", "state_dict_ema", "model", "state_dict", "module", "net")
-FORMATS = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 
 
 def _unwrap(obj, path) -> Dict[str, torch.Tensor]:

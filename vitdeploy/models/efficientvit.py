@@ -39,6 +39,7 @@ __all__ = [
     "MIN_IMG_SIZE",
     "EfficientViT",
     "build_efficientvit",
+    "build",
     "valid_img_size",
     "detect_format",
     "has_distillation_head",
@@ -434,6 +435,18 @@ def build_efficientvit(name: str, num_classes: int = 1000, img_size: int = 224,
         raise UserError(f"{name}: a distillation head needs num_classes > 0")
     return EfficientViT(VARIANTS[name], img_size=img_size, num_classes=num_classes,
                         distillation=distillation, name=name)
+
+
+def build(name: str, *, num_classes: int, img_size: int, task: str = "classify", sparsity=None,
+          state_dict: Optional[Mapping[str, object]] = None) -> EfficientViT:
+    """The registry's builder (one signature for every family). A distillation head in `state_dict`
+    is built, so eval averages both heads like the official code."""
+    if sparsity is not None:
+        raise UserError(f"--sparsity applies to Swin models (SparseViT), not {name}")
+    if task != "classify":
+        raise UserError(f"{name} supports --task classify, not {task!r}")
+    distill = state_dict is not None and has_distillation_head(state_dict)
+    return build_efficientvit(name, num_classes=num_classes, img_size=img_size, distillation=distill)
 
 
 # ----------------------------------------------------------------------------------------------

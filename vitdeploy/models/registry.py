@@ -1,7 +1,10 @@
-"""Model names -> builders, defaults and preprocessing.
+"""Model names -> specs (defaults, preprocessing, checkpoint formats) and one way to build any of them.
 
-Families are imported lazily so listing models stays instant and one family's import cost is
-not paid by the other.
+Every family module exposes the same builder, `build(name, *, num_classes, img_size, task,
+sparsity, state_dict)`, which validates what it does not support (EfficientViT has no sparsity,
+no backbone task) and reads what it needs from the checkpoint's state dict (EfficientViT's
+distillation head), so nothing here branches on the family. Families are imported lazily so
+listing models stays instant and one family's import cost is not paid by the other.
 """
 
 from __future__ import annotations
@@ -9,28 +12,24 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
-
-import numpy as np
+from typing import Optional, Tuple
 
 from vitdeploy.errors import UserError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from vitdeploy.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A model name's facts, timm `pretrained_cfg` style: input size and eval preprocessing included."""
     name: str
-    family: str  # "efficientvit" | "swin"
-    module: str  # python module with build/convert functions
-    builder: str
+    family: str  # "efficientvit" | "swin" (for display; building goes through `module`)
+    module: str  # python module with build / convert_checkpoint / guess_variant
     default_img_size: int
     tasks: Tuple[str, ...]
     checkpoint_formats: Tuple[str, ...]
     description: str
+    crop_pct: float
+    interpolation: str
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
     sparsity: bool = False  # accepts --sparsity (SparseViT)
@@ -39,11 +38,15 @@ class ModelSpec:
 _EV = ("official Microsoft (blocks1/.c./.l.)", "timm (stages.*)", "vitdeploy")
 _SW = ("timm (layers.*)", "mmdet/SparseViT (backbone.stages.*.attn.w_msa)", "vitdeploy")
 
+# crop_pct / interpolation: EfficientViT's official eval (Resize 256 bicubic, CenterCrop 224) and
+# timm's swin_*.ms_in1k pretrained_cfg (crop_pct 0.9, bicubic).
 SPECS = {s.name: s for s in [
-    *(ModelSpec(f"efficientvit_m{i}", "efficientvit", "vitdeploy.models.efficientvit", "build_efficientvit",
-                224, ("classify",), _EV, f"EfficientViT-M{i} (MSRA, CVPR 2023)") for i in range(6)),
-    *(ModelSpec(f"swin_{v}", "swin", "vitdeploy.models.swin", "build_swin", 224, ("classify", "backbone"), _SW,
-                f"Swin-{v.upper()}; with --sparsity: SparseViT (MIT, CVPR 2023)", sparsity=True)
+    *(ModelSpec(f"efficientvit_m{i}", "efficientvit", "vitdeploy.models.efficientvit", 224, ("classify",), _EV,
+                f"EfficientViT-M{i} (MSRA, CVPR 2023)", crop_pct=0.875, interpolation="bicubic")
+      for i in range(6)),
+    *(ModelSpec(f"swin_{v}", "swin", "vitdeploy.models.swin", 224, ("classify", "backbone"), _SW,
+                f"Swin-{v.upper()}; with --sparsity: SparseViT (MIT, CVPR 2023)", crop_pct=0.9,
+                interpolation="bicubic", sparsity=True)
       for v in ("t", "s", "b")),
 ]}
 
@@ -66,7 +69,7 @@ def family_module(spec: ModelSpec):
 
 def guess_model(sd) -> Optional[str]:
     """Which known model a state dict belongs to, across families (for error messages)."""
-    for fam in ("vitdeploy.models.efficientvit", "vitdeploy.models.swin"):
+    for fam in sorted({spec.module for spec in SPECS.values()}):
         try:
             g = importlib.import_module(fam).guess_variant(sd)
         except Exception:
@@ -106,20 +109,8 @@ def build_model(name: str, *, num_classes: Optional[int] = None, img_size: Optio
         raw = load_state_dict_file(checkpoint)
     if num_classes is None:
         num_classes = (infer_num_classes(raw) if raw is not None and task == "classify" else None) or 1000
-    if spec.family == "swin":
-        from vitdeploy.models.sparsity import SparsityConfig, parse_sparsity
-
-        cfg = sparsity if isinstance(sparsity, SparsityConfig) or sparsity is None else None
-        if cfg is None and sparsity is not None:
-            cfg = parse_sparsity(sparsity, mod.CONFIGS[name]["depths"], img_size=img_size)
-        model = getattr(mod, spec.builder)(name, num_classes=num_classes, img_size=img_size, task=task,
-                                           sparsity=cfg)
-    else:
-        if sparsity is not None:
-            raise UserError(f"--sparsity applies to Swin models (SparseViT), not {name}")
-        # a distillation head in the file: build it, so eval averages both heads like the official code
-        distill = raw is not None and mod.has_distillation_head(raw)
-        model = getattr(mod, spec.builder)(name, num_classes=num_classes, img_size=img_size, distillation=distill)
+    model = mod.build(name, num_classes=num_classes, img_size=img_size, task=task, sparsity=sparsity,
+                      state_dict=raw)
     if raw is not None:
         from vitdeploy.models.checkpoints import load_into
 
@@ -157,51 +148,3 @@ def randomize_for_parity(model, seed: int = 0):
                 m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
     return model
-
-
-def list_images(path: Union[str, os.PathLike, Sequence]) -> List[Path]:
-    if isinstance(path, (list, tuple)):
-        return [Path(p) for p in path]
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
-        raise UserError(f"--images: {p} is not a directory or image file")
-    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise UserError(f"--images: no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
-    return files
-
-
-def preprocess_images(paths_or_dir, img_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
-                      std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
-    """Official eval preprocessing: resize short side to img*256/224 (bicubic), center crop,
-    scale to [0,1], normalize. Returns float32 [B,3,H,W]."""
-    from PIL import Image, UnidentifiedImageError
-
-    files = list_images(paths_or_dir)
-    resize = int(img_size * 256 / 224)
-    out = []
-    for f in files:
-        try:
-            im = Image.open(f).convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise UserError(f"--images: cannot read {f}: {e}")
-        w, h = im.size
-        if w <= h:
-            nw, nh = resize, int(resize * h / w)
-        else:
-            nw, nh = int(resize * w / h), resize
-        im = im.resize((nw, nh), Image.BICUBIC)
-        left, top = int(round((nw - img_size) / 2.0)), int(round((nh - img_size) / 2.0))
-        im = im.crop((left, top, left + img_size, top + img_size))
-        a = np.asarray(im, dtype=np.float32) / 255.0
-        a = (a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-        out.append(a.transpose(2, 0, 1))
-    return np.stack(out).astype(np.float32)
-
-
-def random_images(batch: int, img_size: int, seed: int = 0) -> np.ndarray:
-    """Synthetic normalized images: smooth-ish random fields, fixed seed."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch, 3, img_size, img_size)).astype(np.float32)

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitdeploy.errors import UserError
-from vitdeploy.models.sparsity import SparsityConfig, keep_count
+from vitdeploy.models.sparsity import SparsityConfig, keep_count, parse_sparsity
 from vitdeploy.models.window_ops import window_gather, window_scatter
 
 WINDOW = 7
@@ -64,12 +64,6 @@ def _partition(x: Tensor, ws: int) -> Tensor:
     B, Hp, Wp, C = x.shape
     x = x.reshape(-1, Hp // ws, ws, Wp // ws, ws, C).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, (Hp // ws) * (Wp // ws), ws * ws, C)
-
-
-def _reverse(w: Tensor, ws: int, Hp: int, Wp: int) -> Tensor:
-    C = w.shape[-1]
-    x = w.reshape(-1, Hp // ws, Wp // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, Hp, Wp, C)
 
 
 def _relative_position_index(ws: int, table_window: int) -> Tensor:
@@ -407,6 +401,17 @@ def build_swin(name: str, num_classes: int = 1000, img_size: int = 224, task: st
                   sparsity).eval()
 
 
+def build(name: str, *, num_classes: int, img_size: int, task: str = "classify", sparsity=None,
+          state_dict=None) -> SwinTransformer:
+    """The registry's builder (one signature for every family). `sparsity` is a spec (None, float,
+    preset name, JSON path) or a parsed SparsityConfig; the state dict is not needed to build."""
+    if name not in CONFIGS:
+        raise UserError(f"unknown Swin variant {name!r}; choose one of {', '.join(CONFIGS)}")
+    if sparsity is not None and not isinstance(sparsity, SparsityConfig):
+        sparsity = parse_sparsity(sparsity, CONFIGS[name]["depths"], img_size=img_size)
+    return build_swin(name, num_classes=num_classes, img_size=img_size, task=task, sparsity=sparsity)
+
+
 # ------------------------------------------------------------------------------------- checkpoints
 
 _EFFICIENTVIT_HINTS = ("blocks1.", ".downsample.patchmerge", "patch_embed.conv1")
@@ -428,12 +433,10 @@ def guess_variant(state_dict) -> str | None:
     return None
 
 
-def detect_format(state_dict) -> str:
-    """"ours" (= timm), "microsoft" (original Swin repo), "mmdet" (mmdet/SparseViT), else UserError."""
+def detect_format(state_dict) -> str | None:
+    """"ours" (= timm), "microsoft" (original Swin repo), "mmdet" (mmdet/SparseViT), or None when the
+    keys are no Swin layout (the same contract as efficientvit.detect_format)."""
     keys = list(state_dict)
-    if any(h in k for k in keys for h in _EFFICIENTVIT_HINTS):
-        raise UserError("checkpoint looks like an EfficientViT checkpoint (blocks1/patchmerge/conv1 keys), "
-                        "not a Swin/SparseViT one; pass it with an efficientvit_m* model")
     stripped = [k[len("backbone."):] if k.startswith("backbone.") else k for k in keys]
     if any(k.startswith("stages.") and ".attn.w_msa." in k for k in stripped) or \
             "patch_embed.projection.weight" in stripped:
@@ -442,8 +445,15 @@ def detect_format(state_dict) -> str:
         if "head.weight" in keys or any(k.startswith("layers.0.downsample.") for k in keys):
             return "microsoft"
         return "ours"
-    raise UserError(f"checkpoint has no recognised Swin keys (expected timm 'layers.*'/'patch_embed.proj.*' "
-                    f"or mmdet 'stages.*.attn.w_msa.*'; first keys: {keys[:3]}); check the file")
+    return None
+
+
+def _not_swin(keys: list) -> UserError:
+    if any(h in k for k in keys for h in _EFFICIENTVIT_HINTS):
+        return UserError("checkpoint looks like an EfficientViT checkpoint (blocks1/patchmerge/conv1 keys), "
+                         "not a Swin/SparseViT one; pass it with an efficientvit_m* model")
+    return UserError(f"checkpoint has no recognised Swin keys (expected timm 'layers.*'/'patch_embed.proj.*' "
+                     f"or mmdet 'stages.*.attn.w_msa.*'; first keys: {keys[:3]}); check the file")
 
 
 def _merge_to_mmdet(v: Tensor) -> Tensor:
@@ -513,6 +523,8 @@ def convert_checkpoint(state_dict, model: SwinTransformer) -> dict[str, Tensor]:
     ``relative_position_index`` and ``attn_mask`` are always dropped (recomputed, non-persistent).
     """
     fmt = detect_format(state_dict)
+    if fmt is None:
+        raise _not_swin(list(state_dict))
     guessed = guess_variant(state_dict)
     if guessed is not None and model.variant in CONFIGS and guessed != model.variant:
         raise UserError(f"checkpoint holds {guessed} weights but the model is {model.variant}; "

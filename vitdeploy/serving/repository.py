@@ -2,8 +2,8 @@
 
 Both `serve` (PyTriton) and `write_triton_repo` (a standalone tritonserver) need the same facts:
 the model name, the I/O names, dtypes and dims and whether axis 0 is a batch axis. They come from
-the artifact itself (ONNX graph + vitdeploy metadata, or the engine manifest), never from flags
-the export already knew.
+the artifact itself (`vitdeploy.artifact`: ONNX graph + metadata, or the engine manifest), never
+from flags the export already knew.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from vitdeploy.artifact import Artifact, open_artifact
 from vitdeploy.errors import UserError
-
-META_PREFIX = "vitdeploy."
+from vitdeploy.plugins import STATIC_REG_LIBRARY_NAME
 
 # numpy dtype name -> Triton model-config data type
 TRITON_DTYPES = {
@@ -76,131 +76,20 @@ def sanitize_name(name: str) -> str:
     return clean or "model"
 
 
-def _dim(d) -> int:
-    if isinstance(d, bool):
-        raise ValueError(d)
-    if isinstance(d, int):
-        return d if d > 0 else -1
-    if isinstance(d, str):
-        return int(d) if d.isdigit() else -1  # "batch" / "" / None-like: dynamic
-    if d is None:
-        return -1
-    raise ValueError(f"bad dim {d!r}")
-
-
-def _io_from_manifest(section, what: str, where: Path) -> List[IOSpec]:
-    """Accept `{name: {shape, dtype}}` (export.onnx.io_shapes format) or `[{name, shape, dtype}]`."""
-    items = []
-    if isinstance(section, dict):
-        for name, v in section.items():
-            if isinstance(v, dict):
-                items.append((name, v.get("shape"), v.get("dtype", "float32")))
-            else:
-                items.append((name, v, "float32"))
-    elif isinstance(section, list):
-        for v in section:
-            if not isinstance(v, dict) or "name" not in v:
-                raise UserError(f"{where}: manifest {what!r} entries need name/shape/dtype; rebuild the engine")
-            items.append((v["name"], v.get("shape"), v.get("dtype", "float32")))
-    if not items:
-        raise UserError(f"{where}: manifest has no {what!r} (names, shapes, dtypes); rebuild the engine "
-                        "with `vitdeploy build`")
-    out = []
-    for name, shape, dtype in items:
-        try:
-            dims = [_dim(d) for d in shape]
-        except (TypeError, ValueError):
-            raise UserError(f"{where}: manifest {what} {name!r} has no usable shape ({shape!r})")
-        dtype = str(dtype).replace("DataType.", "").lower()
-        dtype = {"float": "float32", "half": "float16", "fp32": "float32", "fp16": "float16",
-                 "int": "int32"}.get(dtype, dtype)
-        out.append(IOSpec(str(name), dims, dtype))
-    return out
-
-
-def _profile_batches(manifest: Dict, input_name: str):
-    """Max/opt batch of the engine's shape profile, from whichever layout the manifest uses."""
-    prof = manifest.get("profile") or manifest.get("shape_profile") or manifest.get("profiles")
-    if isinstance(prof, list) and prof:
-        prof = prof[0]
-    mx = op = None
-    if isinstance(prof, dict):
-        mx = prof.get("max_batch")
-        op = prof.get("opt_batch")
-        entry = prof.get(input_name)
-        if isinstance(entry, dict):
-            if mx is None and entry.get("max"):
-                mx = entry["max"][0]
-            if op is None and entry.get("opt"):
-                op = entry["opt"][0]
-        elif isinstance(entry, (list, tuple)) and len(entry) == 3:  # [min, opt, max] shapes
-            op, mx = entry[1][0], entry[2][0]
-    mx = manifest.get("max_batch", mx)
-    op = manifest.get("opt_batch", op)
-    return (int(mx) if mx else None), (int(op) if op else None)
+def _io_spec(t) -> IOSpec:
+    return IOSpec(t.name, [d if isinstance(d, int) and d > 0 else -1 for d in t.shape], t.dtype)
 
 
 def describe_artifact(artifact: os.PathLike, model_name: Optional[str] = None) -> ArtifactInfo:
-    """Read an .onnx (graph + metadata) or an .engine (its `<engine>.json` manifest)."""
-    path = Path(artifact)
-    if not path.is_file():
-        raise UserError(f"artifact not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        info = _describe_onnx(path)
-    elif suffix in (".engine", ".plan", ".trt"):
-        info = _describe_engine(path)
-    else:
-        raise UserError(f"{path}: unknown artifact type {suffix!r}; expected .onnx or .engine")
-    if model_name:
-        if sanitize_name(model_name) != model_name:
-            raise UserError(f"model name {model_name!r} is not valid for Triton; use letters, digits, . _ -")
-        info.name = model_name
-    return info
-
-
-def _describe_onnx(path: Path) -> ArtifactInfo:
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise UserError(f"{path}: not a readable ONNX model ({type(e).__name__}); re-export it")
-    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
-    inits = {i.name for i in proto.graph.initializer}
-
-    def spec(vi) -> IOSpec:
-        tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tt.shape.dim]
-        try:
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
-        except Exception:
-            raise UserError(f"{path}: tensor {vi.name!r} has an unsupported element type {tt.elem_type}")
-        return IOSpec(vi.name, dims, dtype)
-
-    inputs = [spec(vi) for vi in proto.graph.input if vi.name not in inits]
-    outputs = [spec(vi) for vi in proto.graph.output]
-    if not inputs or not outputs:
-        raise UserError(f"{path}: the graph has no inputs or no outputs")
-    name = sanitize_name(meta.get("model") or path.stem)
-    info = ArtifactInfo(path, "onnx", name, meta, inputs, outputs)
-    _set_batch_axis(info)
-    return info
-
-
-def _describe_engine(path: Path) -> ArtifactInfo:
-    from vitdeploy.engines.manifest import manifest_path, read_manifest
-
-    manifest = read_manifest(path)
-    mpath = manifest_path(path)
-    meta_raw = manifest.get("onnx_metadata") or {}
-    meta = {(k[len(META_PREFIX):] if k.startswith(META_PREFIX) else k): (v if isinstance(v, str) else json.dumps(v))
-            for k, v in meta_raw.items()}
-    inputs = _io_from_manifest(manifest.get("inputs"), "inputs", mpath)
-    outputs = _io_from_manifest(manifest.get("outputs"), "outputs", mpath)
-    name = sanitize_name(meta.get("model") or path.stem)
-    info = ArtifactInfo(path, "engine", name, meta, inputs, outputs, manifest=manifest)
-    info.profile_max_batch, info.profile_opt_batch = _profile_batches(manifest, inputs[0].name)
+    """An .onnx or engine as a server sees it (read through `vitdeploy.artifact.open_artifact`)."""
+    art: Artifact = open_artifact(artifact)
+    name = model_name or sanitize_name(art.metadata.get("model") or art.path.stem)
+    if sanitize_name(name) != name:
+        raise UserError(f"model name {model_name!r} is not valid for Triton; use letters, digits, . _ -")
+    info = ArtifactInfo(art.path, art.kind, name, art.metadata, [_io_spec(t) for t in art.inputs],
+                        [_io_spec(t) for t in art.outputs], manifest=art.manifest)
+    if art.kind == "engine" and art.batch is not None:
+        info.profile_max_batch, info.profile_opt_batch = art.batch.max, art.batch.opt
     _set_batch_axis(info)
     return info
 
@@ -227,52 +116,51 @@ def default_preferred(info: ArtifactInfo, max_batch: int) -> List[int]:
     return sorted(pref)
 
 
-def _dims_text(dims: Sequence[int]) -> str:
-    return "[ " + ", ".join(str(int(d)) for d in dims) + " ]"
+def _model_config_pb2():
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise UserError("writing a Triton config needs tritonclient: pip install 'vitdeploy[serve]'")
+    return model_config_pb2, text_format
+
+
+def build_config(info: ArtifactInfo, *, max_batch: int, instances: int, preferred: Sequence[int],
+                 max_queue_delay_us: int):
+    """The model's config as Triton's own `ModelConfig` message (so only real fields can be set)."""
+    pb, _ = _model_config_pb2()
+    batched = info.fixed_batch is None
+    cfg = pb.ModelConfig(name=info.name, platform=info.platform, max_batch_size=max_batch if batched else 0)
+    for specs, add in ((info.inputs, cfg.input.add), (info.outputs, cfg.output.add)):
+        for t in specs:
+            if t.dtype not in TRITON_DTYPES:
+                raise UserError(f"{info.path}: {t.name!r} has dtype {t.dtype}, which Triton configs cannot express")
+            add(name=t.name, data_type=pb.DataType.Value(TRITON_DTYPES[t.dtype]),
+                dims=t.dims if batched else t.shape)
+    if batched:
+        cfg.dynamic_batching.preferred_batch_size.extend(int(p) for p in preferred)
+        cfg.dynamic_batching.max_queue_delay_microseconds = int(max_queue_delay_us)
+    group = cfg.instance_group.add(count=instances)
+    if info.kind == "engine":
+        group.kind = pb.ModelInstanceGroup.KIND_GPU  # TensorRT plans only run on the GPU they were built for
+    return cfg
 
 
 def render_config(info: ArtifactInfo, *, max_batch: int, instances: int, preferred: Sequence[int],
                   max_queue_delay_us: int) -> str:
-    batched = info.fixed_batch is None
-    lines = [
-        f"# Generated by vitdeploy from {info.path.name} "
-        f"(model {info.metadata.get('model', '?')}, precision {info.metadata.get('precision', '?')}).",
-        f'name: "{info.name}"',
-        f'platform: "{info.platform}"',
-        f"max_batch_size: {max_batch if batched else 0}",
-    ]
-
-    def io(kind: str, t: IOSpec) -> List[str]:
-        if t.dtype not in TRITON_DTYPES:
-            raise UserError(f"{info.path}: {t.name!r} has dtype {t.dtype}, which Triton configs cannot express")
-        dims = t.dims if batched else t.shape
-        return [f"{kind} [", "  {", f'    name: "{t.name}"', f"    data_type: {TRITON_DTYPES[t.dtype]}",
-                f"    dims: {_dims_text(dims)}", "  }", "]"]
-
-    for t in info.inputs:
-        lines += io("input", t)
-    for t in info.outputs:
-        lines += io("output", t)
-    if batched:
-        lines += ["dynamic_batching {"]
-        lines += [f"  preferred_batch_size: {_dims_text(preferred)}" if preferred else ""]
-        lines += [f"  max_queue_delay_microseconds: {int(max_queue_delay_us)}", "}"]
-    group = ["instance_group [", "  {", f"    count: {instances}"]
-    if info.kind == "engine":
-        group.append("    kind: KIND_GPU")  # TensorRT plans only run on the GPU they were built for
-    group += ["  }", "]"]
-    lines += group
-    return "\n".join(line for line in lines if line != "") + "\n"
+    """config.pbtxt text: `build_config` printed with protobuf's text_format, under a provenance comment."""
+    _, text_format = _model_config_pb2()
+    cfg = build_config(info, max_batch=max_batch, instances=instances, preferred=preferred,
+                       max_queue_delay_us=max_queue_delay_us)
+    header = (f"# Generated by vitdeploy from {info.path.name} "
+              f"(model {info.metadata.get('model', '?')}, precision {info.metadata.get('precision', '?')}).\n")
+    return header + text_format.MessageToString(cfg)
 
 
 def parse_config(text: str, where: str = "config.pbtxt"):
     """Parse with Triton's own ModelConfig schema (shipped in tritonclient): unknown fields, bad enums
     and type errors are caught here rather than by tritonserver at load time."""
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError:
-        raise UserError("validating a Triton config needs tritonclient: pip install 'vitdeploy[serve]'")
+    model_config_pb2, text_format = _model_config_pb2()
     cfg = model_config_pb2.ModelConfig()
     try:
         text_format.Parse(text, cfg)
@@ -397,7 +285,7 @@ def _repo_models(out_dir: Path) -> List[Dict[str, str]]:
 def _write_readme(out_dir: Path, plugin_lib: Optional[os.PathLike]) -> None:
     models = _repo_models(out_dir)
     has_plan = any(m["platform"] == "tensorrt_plan" for m in models)
-    lib = str(plugin_lib) if plugin_lib else "/path/to/libvitdeploy_plugins.so"
+    lib = str(plugin_lib) if plugin_lib else f"/path/to/{STATIC_REG_LIBRARY_NAME}"
     rows = "\n".join(f"| `{m['name']}` | `{m['platform']}` | {m['max_batch']} | {m['inputs']} | {m['outputs']} |"
                      for m in models)
     text = f"""# Triton model repository (generated by `vitdeploy triton-repo`)
@@ -445,8 +333,10 @@ or let the TensorRT backend open it (several libraries separated by `;`):
 tritonserver --model-repository=$(pwd)/{out_dir.name} --backend-config=tensorrt,plugins="{lib}"
 ```
 
-Both only `dlopen` the library: its plugin creators must register themselves when the library is
-loaded. An engine built without the plugin (the ONNX functions' bodies were inlined) needs nothing.
+Both only `dlopen` the library, so use the static-registration build, `{STATIC_REG_LIBRARY_NAME}`
+(`vitdeploy plugins build` writes it beside `libvitdeploy_plugins.so`): its plugin creators register
+themselves when the library is loaded, which the plain library (registered by vitdeploy's own loader)
+does not do. An engine built without the plugin (the ONNX functions' bodies were inlined) needs nothing.
 """
     tmp = out_dir / ".README.md.tmp"
     tmp.write_text(text)

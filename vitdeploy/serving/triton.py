@@ -6,20 +6,21 @@ tritonserver binary it ships and forwards each (batched) request to a Python cal
 process, which runs the same Runner that `validate` and `bench` use, so outputs over the wire
 equal the direct Runner's outputs.
 
-Run as a module for a CLI-independent entry point (tests, debugging):
-    python -m vitdeploy.serving.triton ARTIFACT --http-port 8000 --grpc-port 8001
+The command line is `vitdeploy serve` (cli.py); `--ready-json` prints one `READY {json}` line
+when the model answers, for scripts and tests that start a server and wait for it. `--backend
+torch` gets the PyTorch original through a `torch_model` callback from the caller, so serving
+never imports the jobs layer.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import signal
 import socket
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import warnings
@@ -32,7 +33,7 @@ import numpy as np
 from vitdeploy.errors import CheckFailed, UserError
 from vitdeploy.serving.repository import ArtifactInfo, default_preferred, describe_artifact, write_triton_repo
 
-__all__ = ["serve", "write_triton_repo", "ServerInfo", "ensure_libpython_visible", "main"]
+__all__ = ["serve", "write_triton_repo", "ServerInfo", "ensure_libpython_visible", "describe_ready"]
 
 DEFAULT_QUEUE_DELAY_US = 500
 SERVER_ID_PREFIX = "vitdeploy:"
@@ -96,38 +97,18 @@ def _check_port(host: str, port: int, what: str) -> None:
                             f"pick another with --{what}-port or stop what is using it")
 
 
-def _metadata_int(info: ArtifactInfo, key: str, default: Optional[int] = None) -> Optional[int]:
-    v = info.metadata.get(key)
-    try:
-        return int(json.loads(v)) if v not in (None, "", "null") else default
-    except (ValueError, TypeError):
-        return default
-
-
 def _make_runner(info: ArtifactInfo, backend: str, threads: Optional[int], plugin_lib: Optional[str],
-                 checkpoint: Optional[str], shared_torch=None):
-    from vitdeploy.engines.runners import TorchRunner, make_artifact_runner
+                 torch_model=None):
+    from vitdeploy.engines.backends import make_artifact_runner
+    from vitdeploy.engines.runners import TorchRunner
 
     if backend == "torch":
-        return TorchRunner(shared_torch, input_name=info.inputs[0].name,
+        return TorchRunner(torch_model, input_name=info.inputs[0].name,
                            output_names=[o.name for o in info.outputs],
                            input_shape=info.inputs[0].shape, threads=threads, name="torch")
     if info.kind == "engine" and backend != "trt":
         raise UserError(f"{info.path} is a TensorRT engine: serve it with --backend trt")
     return make_artifact_runner(backend, str(info.path), threads, plugin_lib)
-
-
-def _build_torch_model(info: ArtifactInfo, checkpoint: Optional[str], say: Callable[[str], None]):
-    """The PyTorch original of the artifact, rebuilt from its metadata (for A/B checks over the wire).
-
-    Same rules as `validate`: an export made with random weights is rebuilt with the same seeded
-    weights; an export made from a checkpoint needs that checkpoint."""
-    from vitdeploy.jobs import reference_from_metadata
-
-    if not info.metadata.get("model"):
-        raise UserError(f"{info.path}: no vitdeploy.model metadata, so --backend torch cannot rebuild the "
-                        "PyTorch model; use --backend ort")
-    return reference_from_metadata(info.metadata, checkpoint=checkpoint, warn=say, where=str(info.path))
 
 
 def _infer_fn(runner, info: ArtifactInfo):
@@ -205,14 +186,16 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
           grpc_port: int = 8001, metrics_port: int = 8002, max_batch: int = 16,
           max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, preferred_batch_sizes: Optional[Sequence[int]] = None,
           dynamic_batching: bool = True, instances: int = 1, model_name: Optional[str] = None,
-          plugin_lib: Optional[str] = None, threads: Optional[int] = None, checkpoint: Optional[str] = None,
+          plugin_lib: Optional[str] = None, threads: Optional[int] = None,
+          torch_model: Optional[Callable[[ArtifactInfo, Callable[[str], None]], object]] = None,
           ready_callback: Optional[Callable[[ServerInfo], None]] = None,
           stop_event: Optional[threading.Event] = None, verbose: bool = False,
           startup_timeout_s: float = 120.0, progress: Optional[Callable[[str], None]] = None) -> ServerInfo:
     """Serve `artifact` until SIGINT/SIGTERM (or `stop_event`), then shut Triton down cleanly.
 
     Blocks. `ready_callback(ServerInfo)` runs once the model answers on every endpoint. On return
-    no tritonserver / backend-stub process started here is left running.
+    no tritonserver / backend-stub process started here is left running. `torch_model(info, say)`
+    returns the PyTorch original for `backend="torch"` (the CLI rebuilds it from the metadata).
     """
     info = describe_artifact(artifact, model_name)
     info.check_max_batch(max_batch)
@@ -222,6 +205,8 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
         raise UserError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
     if backend not in ("ort", "ort-cuda", "trt", "torch"):
         raise UserError(f"--backend {backend!r}: choose one of ort, ort-cuda, trt, torch")
+    if backend == "torch" and torch_model is None:
+        raise UserError("--backend torch needs the PyTorch original: serve() was called without torch_model")
     ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
     if len(set(ports.values())) != 3:
         raise UserError(f"HTTP, gRPC and metrics ports must differ (got {ports})")
@@ -231,11 +216,11 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
         default_preferred(info, max_batch)
     if any(p < 1 or p > max_batch for p in preferred):
         raise UserError(f"preferred batch sizes {preferred} must lie in 1..{max_batch} (--max-batch)")
-    try:
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig
-    except ImportError as e:
-        raise UserError(f"serving needs PyTriton ({e.name} missing): pip install 'vitdeploy[serve]'")
+    from vitdeploy import optional
+
+    optional.pytriton()  # UserError with the install hint when absent
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
 
     if not verbose:
         for name in ("pytriton", "sh"):
@@ -247,8 +232,12 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
     if threads is None and backend in ("ort", "torch") and instances > 1:
         threads = max(1, (os.cpu_count() or 1) // instances)  # instances share the cores, not oversubscribe
     say(f"loading {info.path.name} on {backend} ({instances} instance(s))")
-    torch_model = _build_torch_model(info, checkpoint, say) if backend == "torch" else None
-    runners = [_make_runner(info, backend, threads, plugin_lib, checkpoint, torch_model) for _ in range(instances)]
+    original = torch_model(info, say) if backend == "torch" else None
+    runners = [_make_runner(info, backend, threads, plugin_lib, original) for _ in range(instances)]
+    # The server's own log goes to a file we own (TritonConfig.log_file), read back for error
+    # messages; --verbose leaves it on PyTriton's stdout instead.
+    log_dir = tempfile.TemporaryDirectory(prefix="vitdeploy-triton-")
+    log_path = None if verbose else Path(log_dir.name) / "tritonserver.log"
 
     stop = stop_event or threading.Event()
     previous = {}
@@ -262,7 +251,7 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
     cfg = TritonConfig(id=f"{SERVER_ID_PREFIX}{info.name}", http_address=host, http_port=http_port,
                        grpc_address=host, grpc_port=grpc_port,
                        metrics_address=host, metrics_port=metrics_port, exit_timeout_secs=10,
-                       log_verbose=1 if verbose else 0)
+                       log_verbose=1 if verbose else 0, log_file=log_path)
     batcher = DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us,
                              preferred_batch_size=preferred) if dynamic_batching else None
     triton = owner = None
@@ -280,7 +269,7 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
             )
             say(f"starting Triton Inference Server on {host} (http {http_port}, grpc {grpc_port}, "
                 f"metrics {metrics_port})")
-            owner = _ServerOwner(triton, verbose)
+            owner = _ServerOwner(triton, log_path, before)
             try:
                 owner.start(startup_timeout_s, stop)
                 break
@@ -308,7 +297,7 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
         while not stop.wait(0.5):
             if not triton.is_alive():
                 raise CheckFailed("Triton Inference Server exited unexpectedly; last log lines:\n"
-                                  + _log_tail(triton))
+                                  + _log_tail(log_path))
     finally:
         if triton is not None:
             say("stopping Triton")
@@ -323,6 +312,7 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
             r.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        log_dir.cleanup()
     return server_info
 
 
@@ -330,12 +320,13 @@ def _fmt_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _log_tail(triton, n: int = 8) -> str:
-    """The server's error lines (PyTriton keeps its log in memory), shortened, plus a diagnosis
-    for the failure we know how to explain."""
+def _log_tail(log_path: Optional[Path], n: int = 8) -> str:
+    """The server's error lines, shortened, plus a diagnosis for the failure we know how to explain."""
+    if log_path is None:
+        return "(the server log is above: --verbose)"
     try:
-        text = triton._triton_server.logs()
-    except Exception:
+        text = log_path.read_text(errors="replace")
+    except OSError:
         return "(no server log)"
     lines = [ln for ln in text.splitlines() if ln[:1] == "E"] or text.splitlines()
     out = "\n".join(ln[:400] + (" ..." if len(ln) > 400 else "") for ln in lines[-n:])
@@ -357,9 +348,10 @@ class _ServerOwner:
     start should fail in seconds with its log rather than hang the CLI.
     """
 
-    def __init__(self, triton, verbose: bool):
+    def __init__(self, triton, log_path: Optional[Path], known_pids: Sequence[int]):
         self.triton = triton
-        self.verbose = verbose
+        self.log_path = log_path
+        self.known_pids = set(known_pids)
         self.started = threading.Event()
         self.release = threading.Event()
         self.error: Optional[BaseException] = None
@@ -367,16 +359,26 @@ class _ServerOwner:
 
     def _main(self):
         try:
-            t = self.triton
-            t._initialize_server()  # private in 0.7.0: lets us silence the server log before it starts
-            if hasattr(t._triton_server, "_verbose"):
-                t._triton_server._verbose = self.verbose
-            t.run()
+            self.triton.run()
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             self.error = e
         finally:
             self.started.set()
         self.release.wait()
+
+    def _tritonserver_alive(self) -> Optional[bool]:
+        """None until a tritonserver child appeared, then whether one is still running."""
+        procs = []
+        for p in _server_children(self.known_pids):
+            try:
+                if "tritonserver" in p.name():
+                    procs.append(p)
+            except Exception:
+                continue
+        if procs:
+            self.seen = True
+            return any(p.is_running() for p in procs)
+        return False if getattr(self, "seen", False) else None
 
     def start(self, timeout_s: float, stop: threading.Event) -> None:
         self.thread.start()
@@ -384,81 +386,22 @@ class _ServerOwner:
         while not self.started.wait(0.2):
             if stop.is_set():
                 return
-            server = getattr(self.triton, "_triton_server", None)
-            if server is not None and getattr(server, "_tritonserver_running_cmd", None) is not None \
-                    and not server.is_alive():
-                raise CheckFailed("tritonserver exited during start-up; last log lines:\n" + _log_tail(self.triton))
+            if self._tritonserver_alive() is False:
+                raise CheckFailed("tritonserver exited during start-up; last log lines:\n" + _log_tail(self.log_path))
             if time.monotonic() > deadline:
                 raise CheckFailed(f"Triton did not become ready within {timeout_s:.0f}s; last log lines:\n"
-                                  + _log_tail(self.triton))
+                                  + _log_tail(self.log_path))
         if self.error is not None:
             e = self.error
             first = (str(e).splitlines() or [""])[0][:400]
-            raise CheckFailed(f"Triton failed to start: {type(e).__name__}: {first}\n{_log_tail(self.triton)}")
+            raise CheckFailed(f"Triton failed to start: {type(e).__name__}: {first}\n{_log_tail(self.log_path)}")
 
     def close(self) -> None:
         self.release.set()
         self.thread.join(timeout=5)
 
 
-# ----------------------------------------------------------------------------------------------
-# module entry point (the `vitdeploy serve` CLI calls `serve` the same way)
-
-
-def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("artifact", help=".onnx or .engine (with its .json manifest)")
-    p.add_argument("--backend", default="ort", choices=["ort", "ort-cuda", "trt", "torch"])
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--max-batch", type=int, default=16)
-    p.add_argument("--max-queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US)
-    p.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=None)
-    p.add_argument("--no-dynamic-batching", action="store_true",
-                   help="run each request as it arrives (Triton's default scheduler)")
-    p.add_argument("--instances", type=int, default=1)
-    p.add_argument("--model-name", default=None)
-    p.add_argument("--plugin-lib", default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--checkpoint", default=None, help="weights for --backend torch")
-    p.add_argument("--verbose", action="store_true", help="show tritonserver's log")
-
-
 def describe_ready(si: ServerInfo) -> str:
     return (f"serving {si.model_name} ({si.backend}, max batch {si.max_batch}, {si.instances} instance(s), "
             f"dynamic batching {'on' if si.dynamic_batching else 'off'}): http {si.http_url}  "
             f"grpc {si.grpc_url}  metrics {si.metrics_url}  (Ctrl+C to stop)")
-
-
-def serve_from_args(a: argparse.Namespace) -> ServerInfo:
-    def ready(si: ServerInfo):
-        print(describe_ready(si), flush=True)
-        print("READY " + json.dumps(si.as_dict()), flush=True)
-
-    return serve(a.artifact, backend=a.backend, host=a.host, http_port=a.http_port, grpc_port=a.grpc_port,
-                 metrics_port=a.metrics_port, max_batch=a.max_batch, max_queue_delay_us=a.max_queue_delay_us,
-                 preferred_batch_sizes=a.preferred_batch_sizes, dynamic_batching=not a.no_dynamic_batching,
-                 instances=a.instances, model_name=a.model_name, plugin_lib=a.plugin_lib, threads=a.threads,
-                 checkpoint=a.checkpoint, ready_callback=ready, verbose=a.verbose)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vitdeploy.serving.triton", description=__doc__.split("\n")[0])
-    add_serve_arguments(p)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
-    try:
-        serve_from_args(a)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except CheckFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("stopped", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Helpers shared by the test files: the CLI as a user runs it, one-line-error checks, a tiny ONNX
+with vitdeploy metadata, and the parity metrics the tests compute independently of vitdeploy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_IMG = 32
+TINY_CLASSES = 10
+TINY_MODEL = "tiny"
+
+
+def run(*args, timeout=600, pythonpath=()):
+    """`python -m vitdeploy.cli ARGS` in a subprocess, as a user runs it: this tree on PYTHONPATH
+    (after the directories in `pythonpath`), VITDEPLOY_DEBUG unset."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(ROOT)]))
+    env.pop("VITDEPLOY_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "vitdeploy.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def assert_user_error(res, needle):
+    """Exit 2, no traceback, and the last stderr line names `needle`."""
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert needle.lower() in last.lower(), last
+
+
+def rel_err(a, b) -> float:
+    """max |a - b| / max |a| (the parity module's max_rel_err, computed here independently)."""
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
+
+
+def cosine(a, b) -> float:
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def make_tiny_onnx(path: Path, fixed_batch=None, metadata=None) -> Path:
+    """A small conv classifier exported with the vitdeploy I/O names and metadata (no model build)."""
+    import warnings
+
+    import onnx
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.pool = torch.nn.AdaptiveAvgPool2d(1)
+            self.fc = torch.nn.Linear(8, TINY_CLASSES)
+
+        def forward(self, x):
+            return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    dyn = None if fixed_batch else {"images": {0: "batch"}, "logits": {0: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(fixed_batch or 2, 3, TINY_IMG, TINY_IMG),), str(path),
+                          input_names=["images"], output_names=["logits"], dynamic_axes=dyn, dynamo=False)
+    proto = onnx.load(str(path))
+    meta = {"version": "0.1.0", "model": TINY_MODEL, "task": "classify", "img_size": str(TINY_IMG),
+            "sparsity": "null", "precision": "fp32", "mean": json.dumps([0.485, 0.456, 0.406]),
+            "std": json.dumps([0.229, 0.224, 0.225]), "checkpoint_sha256": "random-seed-0",
+            "num_classes": str(TINY_CLASSES), **(metadata or {})}
+    for k, v in meta.items():
+        proto.metadata_props.add(key=f"vitdeploy.{k}", value=v)
+    onnx.save(proto, str(path))
+    return path
+
+
+def scale_largest_initializer(src: Path, dst: Path, factor: float = 1.5) -> Path:
+    """A tampered copy of an ONNX: a tenth of its largest weight scaled (metadata untouched)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(src))
+    init = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = numpy_helper.to_array(init).copy()
+    arr.flat[: max(1, arr.size // 10)] *= factor
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(proto, str(dst))
+    return dst

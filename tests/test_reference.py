@@ -1,0 +1,157 @@
+"""Parity that travels with the artifact: OUT.ref.npz written by export, checked by
+`validate --reference` in a process where `import torch` fails."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import assert_user_error, make_tiny_onnx, rel_err, run, scale_largest_initializer
+from vitdeploy import jobs
+from vitdeploy.artifact import open_artifact
+from vitdeploy.engines.reference_outputs import FORMAT, find_reference, load_reference, reference_path_for
+
+MODEL = "efficientvit_m0"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(1)
+    for i, size in enumerate([(300, 260), (240, 400)]):
+        Image.fromarray(rng.integers(0, 255, size + (3,), dtype=np.uint8)).save(d / f"{i}.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, images):
+    out = tmp_path_factory.mktemp("export") / "m0.onnx"
+    report = jobs.export(MODEL, out, images=images, validate=True)
+    return out, report
+
+
+@pytest.fixture
+def no_torch(tmp_path):
+    """A PYTHONPATH entry whose `torch` package raises ImportError and leaves a marker if imported."""
+    marker = tmp_path / "torch-was-imported"
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nraise ImportError('torch is blocked in this test')\n")
+    yield [tmp_path]
+    assert not marker.exists(), "validate --reference imported torch"
+
+
+def test_export_writes_reference_with_real_and_random_inputs(exported, images):
+    out, report = exported
+    ref_path = reference_path_for(out)
+    assert report["reference"] == str(ref_path) and report["parity"]["passed"]
+    with np.load(ref_path, allow_pickle=False) as z:  # no pickle anywhere in the file
+        names = set(z.files)
+        prov = json.loads(str(z["provenance"][0]))
+        x, y = z["input.images"], z["output.logits"]
+    assert names == {"input.images", "output.logits", "provenance"}
+    assert x.shape == (4, 3, 224, 224) and y.shape == (4, 1000) and x.dtype == y.dtype == np.float32
+    meta = open_artifact(out).metadata
+    assert prov["format"] == FORMAT and prov["model"] == MODEL
+    for k in ("checkpoint_sha256", "sparsity", "precision", "task", "img_size"):
+        assert prov[k] == meta[k], k
+    assert prov["vitdeploy_version"] and prov["created"].endswith("+00:00")
+    assert f"2 images from {images}" in prov["inputs"]
+    # the stored outputs are the unfolded PyTorch model's, on exactly the stored inputs
+    import torch
+
+    model = jobs.build_reference(MODEL)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert rel_err(expected, y) < 1e-6
+    # the real images are the preprocessed ones, with the crop and interpolation the metadata records
+    assert meta["crop_pct"] == "0.875" and meta["interpolation"] == "bicubic"
+    np.testing.assert_array_equal(x[2:], jobs.preprocess_for(meta, images))
+
+
+def test_validate_without_torch_passes_on_the_export(exported, no_torch):
+    out, _ = exported
+    for extra in ([], ["--reference", reference_path_for(out)]):  # found beside it, or named
+        res = run("validate", out, *extra, pythonpath=no_torch)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "verdict: PASS" in res.stdout and f"reference: {MODEL}" in res.stdout
+        assert "top1 100.0%" in res.stdout
+
+
+def test_validate_without_torch_fails_a_tampered_onnx(exported, no_torch, tmp_path):
+    out, _ = exported
+    bad = scale_largest_initializer(out, tmp_path / "bad.onnx")
+    res = run("validate", bad, "--reference", reference_path_for(out), pythonpath=no_torch)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "verdict: FAIL" in res.stdout and "Traceback" not in res.stderr
+
+
+def test_reference_for_other_weights_is_refused(exported, no_torch, tmp_path):
+    out, _ = exported
+    proto = onnx.load(str(out))
+    for p in proto.metadata_props:
+        if p.key == "vitdeploy.checkpoint_sha256":
+            p.value = "0" * 64
+    other = tmp_path / "other.onnx"
+    onnx.save(proto, str(other))
+    res = run("validate", other, "--reference", reference_path_for(out), pythonpath=no_torch)
+    assert_user_error(res, "made for another export")
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_without_reference_and_without_torch_one_line(exported, no_torch, tmp_path):
+    out, _ = exported
+    alone = tmp_path / "m0.onnx"
+    alone.write_bytes(out.read_bytes())
+    res = run("validate", alone, pythonpath=no_torch)
+    assert_user_error(res, "--reference")
+    assert len(res.stderr.strip().splitlines()) == 1
+    (no_torch[0] / "torch-was-imported").unlink()  # here trying torch is right: nothing else can compare
+
+
+def test_reference_with_checkpoint_or_images_is_a_user_error(exported, images):
+    out, _ = exported
+    assert_user_error(run("validate", out, "--reference", reference_path_for(out), "--images", images),
+                      "--reference compares")
+
+
+def test_not_a_reference_file(tmp_path):
+    from vitdeploy.errors import UserError
+
+    junk = tmp_path / "x.ref.npz"
+    np.savez(junk, a=np.zeros(3))
+    with pytest.raises(UserError, match="no provenance"):
+        load_reference(junk)
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="not a readable"):
+        load_reference(junk)
+
+
+def test_engine_finds_the_reference_beside_its_onnx(tmp_path):
+    """An engine's manifest names its ONNX; the reference beside that ONNX is the engine's."""
+    from vitdeploy.engines.manifest import make_manifest, profile_from_batches
+
+    (tmp_path / "src").mkdir()
+    onnx_path = make_tiny_onnx(tmp_path / "src" / "t.onnx")
+    np.savez(reference_path_for(onnx_path), a=np.zeros(1))
+    eng = tmp_path / "deploy" / "t.plan"
+    eng.parent.mkdir()
+    eng.write_bytes(b"plan")
+    shape = ["batch", 3, 32, 32]
+    man = make_manifest(engine_path=eng, onnx_path=onnx_path, onnx_sha256="0" * 64,
+                        onnx_metadata={"vitdeploy.model": "tiny"}, precision="fp32",
+                        profile={"images": profile_from_batches(shape, 1, 2, 8)},
+                        inputs=[{"name": "images", "shape": shape, "dtype": "float32"}],
+                        outputs=[{"name": "logits", "shape": ["batch", 10], "dtype": "float32"}],
+                        tensorrt_version="10.13", gpu_name="x", compute_capability="9.0", plugin_lib=None,
+                        plugin_lib_sha256=None, engine_sha256="1" * 64, build_time_s=1.0, builder_options={})
+    (tmp_path / "deploy" / "t.plan.json").write_text(json.dumps(man))
+    art = open_artifact(eng)
+    assert art.kind == "engine" and art.source_onnx == onnx_path and art.metadata == {"model": "tiny"}
+    assert find_reference(art.path, art.source_onnx) == reference_path_for(onnx_path)
+    assert jobs.info(eng)["reference"] == str(reference_path_for(onnx_path))
