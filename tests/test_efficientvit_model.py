@@ -68,7 +68,7 @@ def test_names_and_table():
 def test_stage_resolutions_and_forward_shapes():
     m = ev.build_efficientvit("efficientvit_m0").eval()
     assert m.stage_resolutions == [14, 7, 4]
-    outs = m.forward_stages(torch.randn(1, 3, 224, 224))
+    outs = m.forward_intermediates(torch.randn(1, 3, 224, 224))
     assert [tuple(o.shape) for o in outs] == [(1, 64, 14, 14), (1, 128, 7, 7), (1, 192, 4, 4)]
     # Stage-3 bias table is (heads, 4*4) at 224, stage 1 (heads, 7*7).
     assert m.stages[2].blocks[0].mixer.m.attn.attention_biases.shape == (4, 16)
@@ -92,7 +92,7 @@ def test_foldable_layout():
 
 
 def test_fold_batchnorm_keeps_outputs(x224):
-    fold = pytest.importorskip("vitdeploy.export.fold")
+    from vitdeploy.export import fold
     m = make("efficientvit_m0", seed=3)
     f = fold.folded_copy(m)
     assert fold.count_batchnorm(f) == 0

@@ -194,8 +194,11 @@ def test_prefix_nesting_and_separate_shifted_sets():
     m = tiny(448, ratios, depths=depths)  # stage 2: 28x28 map, 16 windows
     assert m.layers[2].keep == [14, 14, 8, 8]
     seen = {}
-    for j, blk in enumerate(m.layers[2].blocks):
-        blk.register_forward_pre_hook(lambda mod, args, j=j: seen.__setitem__(j, args[1]))
+    for j, blk in enumerate(m.layers[2].blocks):  # record the kept-window indices each block runs on
+        def record(x, idx, *rest, j=j, run=blk.forward_kept_tokens):
+            seen[j] = idx
+            return run(x, idx, *rest)
+        blk.forward_kept_tokens = record
     x = torch.randn(2, 3, 448, 448)
     rec = []
     with torch.no_grad():
@@ -473,3 +476,18 @@ def test_checkpoint_errors():
     other = swin._build(48, TINY["depths"], TINY["num_heads"], "tiny48", 10, 224, "classify", None)
     with pytest.raises(UserError, match=r"patch_embed.proj.weight has shape \(48"):
         convert_checkpoint(other.state_dict(), tiny(224))
+
+
+def test_timm_forward_api_composes_to_forward():
+    """forward = forward_head(forward_features) for a classifier; the backbone's outputs are
+    forward_intermediates; a classifier's intermediates are the raw stage maps at strides 4..32."""
+    x = torch.randn(2, 3, 224, 224)
+    cls = tiny(224, [[0.5, 0.5], [0, 0], [0, 0], [0, 0]])
+    bb = tiny(224, task="backbone")
+    with torch.no_grad():
+        assert torch.equal(cls(x), cls.forward_head(cls.forward_features(x)))
+        feats = cls.forward_intermediates(x)
+        assert [tuple(f.shape) for f in feats] == [(2, 32 * 2 ** i, 56 // 2 ** i, 56 // 2 ** i) for i in range(4)]
+        assert torch.equal(cls.norm(feats[3].permute(0, 2, 3, 1)), cls.forward_features(x))
+        for a, b in zip(bb(x), bb.forward_intermediates(x)):
+            assert torch.equal(a, b)

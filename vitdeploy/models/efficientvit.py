@@ -386,8 +386,8 @@ class EfficientViT(nn.Module):
         self._check_input(x)
         return self.stages(self.patch_embed(x))
 
-    def forward_stages(self, x) -> List[torch.Tensor]:
-        """The three stage outputs (NCHW, strides 16/32/64), e.g. for a detection neck."""
+    def forward_intermediates(self, x) -> List[torch.Tensor]:
+        """The three stage outputs (NCHW, strides 16/32/64), e.g. for a detection neck (timm's name)."""
         self._check_input(x)
         x = self.patch_embed(x)
         outs = []

@@ -172,38 +172,37 @@ class SwinTransformerBlock(nn.Module):
         else:
             self.attn_mask = None
 
-    def forward(self, x: Tensor, idx: Tensor | None = None, rows: Tensor | None = None,
-                valid: Tensor | None = None) -> Tensor:
-        """Dense/window form: x is this block's windows (B, nW, N, C), padded/rolled/partitioned as
-        the reference does (the stage brings them into this layout); returns the same layout.
-
-        Token form (``rows`` given, all-pruned stages): x is the padded token map (B, Hp*Wp, C);
-        ``rows`` (B, K*N) are the map rows of the kept windows' tokens in window order, moved with
-        the same gather/scatter ops as one-token windows; ``valid`` (B, K, N, 1) zeroes results on
-        pad tokens so the map's pad stays zero (the reference re-pads with zeros every block)."""
-        N = self.ws * self.ws
-        if idx is None:
-            y = x
-            mask = None if self.attn_mask is None else self.attn_mask.unsqueeze(0)
-        else:
-            K = idx.shape[1]
-            if rows is None:
-                y = window_gather(x, idx)
-            else:
-                y = window_gather(x.unsqueeze(2), rows).reshape(-1, K, N, x.shape[-1])
-            mask = None
-            if self.attn_mask is not None:
-                # A constant-data Gather on the (nW, N, N) mask: same indices, no per-sample copy.
-                mask = self.attn_mask.index_select(0, idx.reshape(-1)).reshape(-1, K, N, N)
+    def _attend(self, y: Tensor, mask: Tensor | None) -> Tensor:
         y = y + self.attn(self.norm1(y), mask)
-        y = y + self.mlp(self.norm2(y))
-        if idx is None:
-            return y
-        if rows is None:
-            return window_scatter(x, idx, y)
+        return y + self.mlp(self.norm2(y))
+
+    def _kept_mask(self, idx: Tensor) -> Tensor | None:
+        """The shift mask of the kept windows: a constant-data Gather on (nW, N, N), no per-sample copy."""
+        if self.attn_mask is None:
+            return None
+        N = self.ws * self.ws
+        return self.attn_mask.index_select(0, idx.reshape(-1)).reshape(-1, idx.shape[1], N, N)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Dense: x is this block's windows (B, nW, N, C), padded/rolled/partitioned as the reference
+        does (the stage brings them into this layout); returns the same layout."""
+        return self._attend(x, None if self.attn_mask is None else self.attn_mask.unsqueeze(0))
+
+    def forward_kept(self, x: Tensor, idx: Tensor) -> Tensor:
+        """Pruned, window form: only the windows `idx` (B, K) of x (B, nW, N, C) run; the others pass
+        through unchanged (SparseViT's gather -> block -> scatter)."""
+        return window_scatter(x, idx, self._attend(window_gather(x, idx), self._kept_mask(idx)))
+
+    def forward_kept_tokens(self, x: Tensor, idx: Tensor, rows: Tensor, valid: Tensor | None) -> Tensor:
+        """Pruned, token form (stages where every block is pruned): x is the padded token map
+        (B, Hp*Wp, C); `rows` (B, K*N) are the map rows of the kept windows' tokens in window order,
+        moved with the same gather/scatter ops as one-token windows; `valid` (B, K, N, 1) zeroes
+        results on pad tokens so the map's pad stays zero (the reference re-pads every block)."""
+        K, N, C = idx.shape[1], self.ws * self.ws, x.shape[-1]
+        y = self._attend(window_gather(x.unsqueeze(2), rows).reshape(-1, K, N, C), self._kept_mask(idx))
         if valid is not None:
             y = y * valid
-        return window_scatter(x.unsqueeze(2), rows, y.reshape(-1, K * N, 1, y.shape[-1])).squeeze(2)
+        return window_scatter(x.unsqueeze(2), rows, y.reshape(-1, K * N, 1, C)).squeeze(2)
 
 
 def _layout_source(Hp: int, Wp: int, ws: int, shift: int) -> Tensor:
@@ -293,7 +292,7 @@ class SwinStage(nn.Module):
             idx = index_sets[kind]
             if k < idx.shape[1]:
                 idx = idx[:, :k]
-            x = blk(x.reshape(-1, nW, N, C), idx).reshape(-1, nW * N, C)
+            x = blk.forward_kept(x.reshape(-1, nW, N, C), idx).reshape(-1, nW * N, C)
         to_map = getattr(self, f"map_from_{cur}")
         if to_map is not None:
             x = x.index_select(1, to_map)  # reverse + roll back + crop, once per stage
@@ -319,7 +318,7 @@ class SwinStage(nn.Module):
             rows = getattr(self, f"tokens_{L}").index_select(0, idx.reshape(-1)).reshape(-1, k * N)
             tv = getattr(self, f"tokens_valid_{L}")
             valid = None if tv is None else tv.index_select(0, idx.reshape(-1)).reshape(-1, k, N, 1)
-            x = blk(x, idx, rows=rows, valid=valid)
+            x = blk.forward_kept_tokens(x, idx, rows, valid)
         return x
 
 
@@ -372,18 +371,29 @@ class SwinTransformer(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor):
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Classify task: the final normalized map (B, H/32, W/32, C), timm's forward_features."""
+        x = self.layers(self.patch_embed(x))
+        return self.norm(x) if self.task == "classify" else x
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.head.fc(x.mean(dim=(1, 2)))
+
+    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
+        """Every stage's map, NCHW (strides 4/8/16/32): normalized by norm0..3 for the backbone task
+        (the `features.i` outputs), the raw stage outputs for a classifier."""
         x = self.patch_embed(x)
-        if self.task == "classify":
-            for layer in self.layers:
-                x = layer(x)
-            x = self.norm(x).mean(dim=(1, 2))
-            return self.head.fc(x)
         feats = []
         for i, layer in enumerate(self.layers):
             x = layer(x)
-            feats.append(getattr(self, f"norm{i}")(x).permute(0, 3, 1, 2).contiguous())
-        return tuple(feats)
+            y = getattr(self, f"norm{i}")(x) if self.task == "backbone" else x
+            feats.append(y.permute(0, 3, 1, 2).contiguous())
+        return feats
+
+    def forward(self, x: Tensor):
+        if self.task == "classify":
+            return self.forward_head(self.forward_features(x))
+        return tuple(self.forward_intermediates(x))
 
 
 def _build(embed_dim, depths, num_heads, variant, num_classes, img_size, task, sparsity) -> SwinTransformer:
