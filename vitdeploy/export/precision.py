@@ -39,7 +39,7 @@ touched: their bodies are type-polymorphic, so the call node's types rule.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Set
+from typing import Dict, Iterable, List, Optional, Set
 
 import numpy as np
 
@@ -203,13 +203,8 @@ def _find_keep(graph) -> Set:
     return keep
 
 
-def to_fp16(model, keep_io_types: bool = True, keep_ops: Iterable[str] = ()):
-    """Return an fp16-typed copy of `model` (onnx.ModelProto) with fragile parts kept in fp32.
-
-    keep_io_types: graph inputs/outputs stay float32 (Cast nodes inside the graph), so callers
-    feed and read float32 exactly as with the fp32 graph.
-    keep_ops: extra op types to keep in fp32.
-    """
+def _load_ir(model):
+    """ModelProto -> onnx_ir Model with inferred value types (what the pass reads)."""
     import onnx
     import onnx_ir as ir
 
@@ -221,19 +216,36 @@ def to_fp16(model, keep_io_types: bool = True, keep_ops: Iterable[str] = ()):
         raise UserError(f"fp16 conversion: ONNX shape inference failed ({str(e).splitlines()[0]}); "
                         "export the model again with vitdeploy export")
     irm = ir.from_proto(inferred)
-    graph = irm.graph
-    for node in graph:
+    for node in irm.graph:
         if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
             raise UserError(f"fp16 conversion: node {node.name!r} ({node.op_type}) has a subgraph; "
                             "control flow is not supported, export with --precision fp32")
-    F32, F16 = ir.DataType.FLOAT, ir.DataType.FLOAT16
-    schemas = _Schemas(dict(irm.opset_imports))
-    keep = _find_keep(graph)
-    extra = set(keep_ops)
-    if extra:
-        keep.update(n for n in graph if n.op_type in extra)
+    return irm
 
-    def node_precision(node):
+
+class _Fp16Pass:
+    """One conversion: decide each node's precision, plan the input types each node wants, store
+    constants in the precision their consumers want, then insert the Casts the plan still needs."""
+
+    def __init__(self, irm, keep: Set):
+        import onnx_ir as ir
+
+        self.ir = ir
+        self.F32, self.F16 = ir.DataType.FLOAT, ir.DataType.FLOAT16
+        self.graph = irm.graph
+        self.schemas = _Schemas(dict(irm.opset_imports))
+        self.keep = keep
+        self.cast_cache: Dict[tuple, object] = {}
+        self.counter = 0
+        self.const_wants: Dict[object, Set] = {}  # constant-like value -> dtypes its consumers want
+        self.plan: List[tuple] = []  # (node, input index, wanted dtype)
+        self.twins: Dict[int, object] = {}  # fp32 initializer id -> its fp16 twin
+
+    def unique(self, name: str) -> str:
+        self.counter += 1
+        return f"{name}__fp16conv{self.counter}"
+
+    def node_precision(self, node):
         """F16/F32 for nodes with float outputs, None for nodes that only consume floats."""
         if node.op_type in ("Constant", "ConstantOfShape"):
             return None  # decided by consumers below
@@ -241,123 +253,139 @@ def to_fp16(model, keep_io_types: bool = True, keep_ops: Iterable[str] = ()):
         if node.op_type == "Cast":
             if not float_outs:
                 return None
-            return F32 if node in keep else F16
-        if node in keep:
-            return F32
-        if float_outs and not all(schemas.output_allows_fp16(node, i) for i in float_outs):
-            return F32
-        return F16
+            return self.F32 if node in self.keep else self.F16
+        if node in self.keep:
+            return self.F32
+        if float_outs and not all(self.schemas.output_allows_fp16(node, i) for i in float_outs):
+            return self.F32
+        return self.F16
 
-    cast_cache: Dict[tuple, object] = {}
-    counter = [0]
-
-    def unique(name: str) -> str:
-        counter[0] += 1
-        return f"{name}__fp16conv{counter[0]}"
-
-    def cast_value(value, dtype, before_node):
+    def cast_value(self, value, dtype):
+        ir, graph = self.ir, self.graph
         key = (id(value), dtype)
-        if key in cast_cache:
-            return cast_cache[key]
-        out = ir.Value(name=unique(f"{value.name}_to_{'fp16' if dtype == F16 else 'fp32'}"),
+        if key in self.cast_cache:
+            return self.cast_cache[key]
+        out = ir.Value(name=self.unique(f"{value.name}_to_{'fp16' if dtype == self.F16 else 'fp32'}"),
                        shape=value.shape, type=ir.TensorType(dtype))
-        cast = ir.node("Cast", [value], {"to": int(dtype)}, outputs=[out],
-                       name=unique(f"Cast_{value.name}"))
+        cast = ir.node("Cast", [value], {"to": int(dtype)}, outputs=[out], name=self.unique(f"Cast_{value.name}"))
         producer = value.producer()
         if producer is not None and producer.graph is graph:
             graph.insert_after(producer, cast)
         else:
             graph.insert_before(graph.node(0), cast)
-        cast_cache[key] = out
+        self.cast_cache[key] = out
         return out
 
+    def plan_types(self) -> None:
+        """Set every float output's type and record which type each float input should have."""
+        for node in list(self.graph):
+            prec = self.node_precision(node)
+            float_inputs = [(i, v) for i, v in enumerate(node.inputs) if _is_float(v)]
+            if prec is None:
+                if node.op_type in ("Constant", "ConstantOfShape"):
+                    continue
+                # Consumes floats only (Shape, Equal, Cast-to-int...): leave inputs alone unless
+                # their types disagree, then compare in fp32.
+                if len({v.dtype for _, v in float_inputs}) <= 1:
+                    continue
+                prec = self.F32
+            for i, v in float_inputs:
+                if node.op_type == "Cast" and i == 0:
+                    continue  # Cast accepts any input type
+                want = prec if self.schemas.input_allows_fp16(node, i) else self.F32
+                self.plan.append((node, i, want))
+                producer = v.producer()
+                if v.is_initializer() or (producer is not None and producer.op_type in ("Constant", "ConstantOfShape")):
+                    self.const_wants.setdefault(v, set()).add(want)
+            for o in node.outputs:
+                if _is_float(o):
+                    o.dtype = prec
+            if node.op_type == "Cast":
+                node.attributes["to"] = self.ir.AttrInt64("to", int(prec))
+
+    def store_constants(self) -> None:
+        """Constants/initializers: fp16 when every consumer wants fp16; else kept fp32 with an fp16
+        twin for the fp16 consumers (folded by every runtime, no Cast at run time)."""
+        ir, F16 = self.ir, self.F16
+        for v, wants in self.const_wants.items():
+            if v.is_graph_input() or v.is_graph_output() or v.dtype != self.F32 or F16 not in wants:
+                continue
+            producer = v.producer()
+            if v.is_initializer():
+                arr = v.const_value.numpy()
+            else:
+                attr = producer.attributes.get("value")
+                if attr is None:
+                    if producer.op_type != "ConstantOfShape":
+                        continue  # value_float(s) Constants: leave fp32, a Cast follows
+                    arr = np.zeros([1], np.float32)
+                else:
+                    arr = attr.value.numpy()
+            half = _to_half_array(arr)
+            if wants == {F16}:
+                if v.is_initializer():
+                    v.const_value = ir.tensor(half, name=v.name)
+                else:
+                    producer.attributes["value"] = ir.AttrTensor("value", ir.tensor(half))
+                v.dtype = F16
+            elif v.is_initializer():
+                twin = ir.Value(name=self.unique(v.name), shape=v.shape, type=ir.TensorType(F16))
+                twin.const_value = ir.tensor(half, name=twin.name)
+                self.graph.register_initializer(twin)
+                self.twins[id(v)] = twin
+            # Constant nodes wanted by both get a Cast in apply_plan (rare: tiny scalars).
+
+    def apply_plan(self) -> None:
+        for node, i, want in self.plan:
+            v = node.inputs[i]
+            if v.dtype == want:
+                continue
+            if want == self.F16 and id(v) in self.twins:
+                node.replace_input_with(i, self.twins[id(v)])
+            else:
+                node.replace_input_with(i, self.cast_value(v, want))
+
+    def cast_outputs(self, io_type) -> None:
+        """Graph outputs take the I/O type through a final Cast where they differ."""
+        ir, graph = self.ir, self.graph
+        for idx, out in enumerate(list(graph.outputs)):
+            if out.dtype in (self.F32, self.F16) and out.dtype != io_type:
+                name = out.name
+                out.name = self.unique(name)
+                new = ir.Value(name=name, shape=out.shape, type=ir.TensorType(io_type))
+                graph.append(ir.node("Cast", [out], {"to": int(io_type)}, outputs=[new],
+                                     name=self.unique(f"Cast_{name}")))
+                graph.outputs[idx] = new
+
+
+def to_fp16(model, keep_io_types: bool = True, keep_ops: Iterable[str] = ()):
+    """Return an fp16-typed copy of `model` (onnx.ModelProto) with fragile parts kept in fp32.
+
+    keep_io_types: graph inputs/outputs stay float32 (Cast nodes inside the graph), so callers
+    feed and read float32 exactly as with the fp32 graph.
+    keep_ops: extra op types to keep in fp32.
+    """
+    import onnx
+
+    irm = _load_ir(model)
+    graph = irm.graph
+    keep = _find_keep(graph)
+    extra = set(keep_ops)
+    if extra:
+        keep.update(n for n in graph if n.op_type in extra)
+    conv = _Fp16Pass(irm, keep)
     if not keep_io_types:
         for inp in graph.inputs:
-            if inp.dtype == F32:
-                inp.dtype = F16  # fp32 consumers get a Cast up through the plan below
-
-    const_wants: Dict[object, Set] = {}  # constant-like value -> dtypes its consumers want
-    plan = []  # (node, input index, wanted dtype)
-
-    for node in list(graph):
-        prec = node_precision(node)
-        float_inputs = [(i, v) for i, v in enumerate(node.inputs) if _is_float(v)]
-        if prec is None:
-            if node.op_type in ("Constant", "ConstantOfShape"):
-                continue
-            # Consumes floats only (Shape, Equal, Cast-to-int...): leave inputs alone unless
-            # their types disagree, then compare in fp32.
-            if len({v.dtype for _, v in float_inputs}) <= 1:
-                continue
-            prec = F32
-        for i, v in float_inputs:
-            if node.op_type == "Cast" and i == 0:
-                continue  # Cast accepts any input type
-            want = prec if schemas.input_allows_fp16(node, i) else F32
-            plan.append((node, i, want))
-            producer = v.producer()
-            if v.is_initializer() or (producer is not None and producer.op_type in ("Constant", "ConstantOfShape")):
-                const_wants.setdefault(v, set()).add(want)
-        for o in node.outputs:
-            if _is_float(o):
-                o.dtype = prec
-        if node.op_type == "Cast":
-            node.attributes["to"] = ir.AttrInt64("to", int(prec))
-
-    # Constants/initializers: store as fp16 when every consumer wants fp16; keep fp32 otherwise
-    # and give fp16 consumers an fp16 twin (folded by every runtime, no Cast at run time).
-    twins: Dict[int, object] = {}
-    for v, wants in const_wants.items():
-        if v.is_graph_input() or v.is_graph_output() or v.dtype != F32 or F16 not in wants:
-            continue
-        producer = v.producer()
-        if v.is_initializer():
-            arr = v.const_value.numpy()
-        else:
-            attr = producer.attributes.get("value")
-            if attr is None:
-                if producer.op_type != "ConstantOfShape":
-                    continue  # value_float(s) Constants: leave fp32, a Cast follows
-                arr = np.zeros([1], np.float32)
-            else:
-                arr = attr.value.numpy()
-        half = _to_half_array(arr)
-        if wants == {F16}:
-            if v.is_initializer():
-                v.const_value = ir.tensor(half, name=v.name)
-            else:
-                producer.attributes["value"] = ir.AttrTensor("value", ir.tensor(half))
-            v.dtype = F16
-        elif v.is_initializer():
-            twin = ir.Value(name=unique(v.name), shape=v.shape, type=ir.TensorType(F16))
-            twin.const_value = ir.tensor(half, name=twin.name)
-            graph.register_initializer(twin)
-            twins[id(v)] = twin
-        # Constant nodes wanted by both get a Cast below (rare: tiny scalars).
-
-    for node, i, want in plan:
-        v = node.inputs[i]
-        if v.dtype == want:
-            continue
-        if want == F16 and id(v) in twins:
-            node.replace_input_with(i, twins[id(v)])
-        else:
-            node.replace_input_with(i, cast_value(v, want, node))
-
-    # Graph outputs keep (keep_io_types) or take (otherwise) the I/O type.
-    io_type = F32 if keep_io_types else F16
-    for idx, out in enumerate(list(graph.outputs)):
-        if out.dtype in (F32, F16) and out.dtype != io_type:
-            name = out.name
-            out.name = unique(name)
-            new = ir.Value(name=name, shape=out.shape, type=ir.TensorType(io_type))
-            graph.append(ir.node("Cast", [out], {"to": int(io_type)}, outputs=[new], name=unique(f"Cast_{name}")))
-            graph.outputs[idx] = new
-
+            if inp.dtype == conv.F32:
+                inp.dtype = conv.F16  # fp32 consumers get a Cast up through the plan
+    conv.plan_types()
+    conv.store_constants()
+    conv.apply_plan()
+    conv.cast_outputs(conv.F32 if keep_io_types else conv.F16)
     graph.sort()
     if "vitdeploy.precision" in irm.metadata_props:
         irm.metadata_props["vitdeploy.precision"] = "fp16"
-    out_model = ir.to_proto(irm)
+    out_model = conv.ir.to_proto(irm)
     try:
         onnx.checker.check_model(out_model)
     except onnx.checker.ValidationError as e:  # a bug in this pass, not user input
