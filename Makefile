@@ -1,10 +1,10 @@
-# Quick start: make setup && make demo && make test
+# Quick start: make setup && make demo && make test (CI: make setup lint test)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= artifacts/demo
 
-.PHONY: setup demo test test-all bench plugins clean
+.PHONY: setup demo lint test bench plugins clean
 
 setup:
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo:
 	$(BIN)/vitdeploy info $(DEMO_DIR)/efficientvit_m0.onnx
 	$(BIN)/vitdeploy bench $(DEMO_DIR)/efficientvit_m0.onnx --backend torch ort --batch 16 --threads 1 --iters 20 --json $(DEMO_DIR)/bench.json
 	@echo "demo artifacts in $(DEMO_DIR)/"
+
+lint:
+	$(BIN)/ruff check .
 
 test:
 	$(BIN)/python -m pytest -q tests

@@ -59,10 +59,12 @@ def main(argv=None):
                       f"  {row['speedup']:.2f}x", flush=True)
 
     print()
-    print("| model | MACs (M) | batch / threads | PyTorch eager ms (img/s) | vitdeploy ONNX on ORT ms (img/s) | ORT / eager |")
+    print("| model | MACs (M) | batch / threads | PyTorch eager ms (img/s) | vitdeploy ONNX on ORT ms (img/s) "
+          "| ORT / eager |")
     print("|---|---:|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['model']} | {r['macs_m']:.1f} | {r['batch']} / {r['threads']} | {r['torch_ms']:.2f} ({r['torch_ips']:.0f}) "
+        print(f"| {r['model']} | {r['macs_m']:.1f} | {r['batch']} / {r['threads']} "
+              f"| {r['torch_ms']:.2f} ({r['torch_ips']:.0f}) "
               f"| {r['ort_ms']:.2f} ({r['ort_ips']:.0f}) | {r['speedup']:.2f}x |")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

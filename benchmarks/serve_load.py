@@ -89,7 +89,8 @@ def direct_runner(artifact: Path, x1: np.ndarray, max_batch: int, duration: floa
 class Server:
     def __init__(self, artifact: Path, max_batch: int, delay_us: int, dynamic: bool, threads, instances: int):
         self.http, self.grpc, self.metrics = free_ports(3)
-        cmd = [sys.executable, "-m", "vitdeploy.cli", "serve", "--ready-json", str(artifact), "--http-port", str(self.http),
+        cmd = [sys.executable, "-m", "vitdeploy.cli", "serve", "--ready-json", str(artifact),
+               "--http-port", str(self.http),
                "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--max-batch", str(max_batch),
                "--max-queue-delay-us", str(delay_us), "--instances", str(instances)]
         if not dynamic:

@@ -177,11 +177,13 @@ def main(argv=None):
           f"median of {args.rounds} ORT / {args.torch_rounds} eager round-robin rounds")
     print("Shares of ORT node time: gather+scatter = the WindowGather/WindowScatter bodies (gather, scatter, "
           "row-index math); relayout = other Gather nodes; top-k+score = TopK + Abs/ReduceMean/ReduceL2.")
-    print("| config | GMACs | ideal speedup | ORT ms | ORT speedup | measured / ideal | gather+scatter | relayout gathers | top-k+score | PyTorch eager ms | eager speedup |")
+    print("| config | GMACs | ideal speedup | ORT ms | ORT speedup | measured / ideal | gather+scatter "
+          "| relayout gathers | top-k+score | PyTorch eager ms | eager speedup |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         s = r["ort_share"]
-        print(f"| {r['config']} | {r['macs_g']:.2f} | {r['ideal_speedup']:.2f}x | {r['ort_ms']:.1f} | {r['ort_speedup']:.2f}x "
+        print(f"| {r['config']} | {r['macs_g']:.2f} | {r['ideal_speedup']:.2f}x | {r['ort_ms']:.1f} "
+              f"| {r['ort_speedup']:.2f}x "
               f"| {r['efficiency']:.2f} | {100 * window_ops(s):.2f}% | {100 * s['layout_gather']:.2f}% "
               f"| {100 * (s['topk'] + s['score']):.2f}% "
               f"| {r['torch_ms']:.1f} | {r['torch_speedup']:.2f}x |")

@@ -74,7 +74,8 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default=None, help="host:port (default 127.0.0.1:8000 for http, :8001 for grpc)")
     p.add_argument("--protocol", choices=["http", "grpc"], default="http")
     p.add_argument("--images", nargs="+", required=True, help="image files or a directory of images")
@@ -86,10 +87,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     url = a.url or ("127.0.0.1:8000" if a.protocol == "http" else "127.0.0.1:8001")
 
+    from tritonclient.utils import InferenceServerException
+
     from vitdeploy.errors import UserError
     from vitdeploy.models.preprocess import list_images, preprocess_images
-
-    from tritonclient.utils import InferenceServerException
 
     tc, client = _client(a.protocol, url)
     try:

@@ -2,9 +2,10 @@
 
 import pytest
 
-from conftest import TINY_IMG, TINY_MODEL, make_tiny_onnx, run
 from vitdeploy.artifact import ENGINE_SUFFIXES, BatchProfile, TensorInfo, artifact_kind, open_artifact, strip_prefix
 from vitdeploy.errors import UserError
+
+from conftest import TINY_IMG, TINY_MODEL, make_tiny_onnx, run
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,8 @@ def test_pruned_backbone_export_has_custom_nodes_and_passes_parity(pruned_export
         if n.domain == "vitdeploy":
             attrs = {a.name: a.s.decode() for a in n.attribute}
             assert attrs == {"plugin_namespace": "vitdeploy", "plugin_version": "1"}
-    assert {(f.domain, f.name) for f in proto.functions} == {("vitdeploy", "WindowGather"), ("vitdeploy", "WindowScatter")}
+    assert {(f.domain, f.name) for f in proto.functions} == {("vitdeploy", "WindowGather"),
+                                                             ("vitdeploy", "WindowScatter")}
     assert [o.name for o in proto.graph.output] == [f"features.{i}" for i in range(4)]
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["vitdeploy.sparsity"]) == RATIOS

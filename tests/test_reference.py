@@ -9,10 +9,11 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import assert_user_error, make_tiny_onnx, rel_err, run, scale_largest_initializer
 from vitdeploy import jobs
 from vitdeploy.artifact import open_artifact
 from vitdeploy.engines.reference_outputs import FORMAT, find_reference, load_reference, reference_path_for
+
+from conftest import assert_user_error, make_tiny_onnx, rel_err, run, scale_largest_initializer
 
 MODEL = "efficientvit_m0"
 

@@ -4,9 +4,10 @@ backend factory refuses what it cannot run."""
 import numpy as np
 import pytest
 
-from conftest import TINY_CLASSES, TINY_IMG, make_tiny_onnx
 from vitdeploy.engines.backends import make_artifact_runner
 from vitdeploy.errors import UserError
+
+from conftest import TINY_CLASSES, TINY_IMG, make_tiny_onnx
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vitdeploy.errors import UserError
+
 from conftest import ROOT as REPO
 from conftest import TINY_CLASSES as NUM_CLASSES
 from conftest import TINY_IMG as IMG
 from conftest import make_tiny_onnx
-from vitdeploy.errors import UserError
 
 MODEL = "tiny_test"
 MAX_BATCH = 8
@@ -98,6 +99,7 @@ def _parse(path: Path):
 @needs_serve
 def test_repo_onnx(tiny_onnx, tmp_path):
     from tritonclient.grpc import model_config_pb2 as pb
+
     from vitdeploy.serving.repository import write_triton_repo
 
     out = tmp_path / "model_repository"
@@ -121,6 +123,7 @@ def test_repo_onnx(tiny_onnx, tmp_path):
 @needs_serve
 def test_repo_engine(fake_engine, tmp_path):
     from tritonclient.grpc import model_config_pb2 as pb
+
     from vitdeploy.serving.repository import write_triton_repo
 
     out = tmp_path / "repo"

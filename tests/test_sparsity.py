@@ -7,8 +7,14 @@ import json
 import pytest
 
 from vitdeploy.errors import UserError
-from vitdeploy.models.sparsity import (PRESETS, SparsityConfig, keep_count, parse_sparsity, stage_windows,
-                                       validate_ratios)
+from vitdeploy.models.sparsity import (
+    PRESETS,
+    SparsityConfig,
+    keep_count,
+    parse_sparsity,
+    stage_windows,
+    validate_ratios,
+)
 
 T = [2, 2, 6, 2]
 S = [2, 2, 18, 2]

@@ -91,7 +91,8 @@ def cmd_export(args, con: Console) -> int:
                          precision=args.precision, portable=args.portable, opset=args.opset,
                          images=args.images, validate=not args.no_validate, progress=con.progress)
     t = report["timings"]
-    print(f"wrote {report['onnx']} ({report['onnx_bytes'] / 2**20:.1f} MiB, {sum(report['op_histogram'].values())} nodes, "
+    print(f"wrote {report['onnx']} ({report['onnx_bytes'] / 2**20:.1f} MiB, "
+          f"{sum(report['op_histogram'].values())} nodes, "
           f"{report['macs'] / 1e6:.1f} M MACs, {report['parameters'] / 1e6:.2f} M params) "
           f", {report['reference']} and {jobs.report_path_for(report['onnx'])} in {t['total_s']:.1f}s")
     if report["parity"] is not None:
@@ -142,7 +143,8 @@ def cmd_info(args, con: Console) -> int:
         return EXIT_OK
     m = info["metadata"]
     if info["kind"] == "onnx":
-        print(f"{info['artifact']}: ONNX, {info['bytes'] / 2**20:.1f} MiB, {info['nodes']} nodes, opset {info['opset']}")
+        print(f"{info['artifact']}: ONNX, {info['bytes'] / 2**20:.1f} MiB, {info['nodes']} nodes, "
+              f"opset {info['opset']}")
     else:
         print(f"{info['artifact']}: TensorRT engine, {info['bytes'] / 2**20:.1f} MiB, built from {info['source_onnx']}")
     for k in ("model", "task", "img_size", "precision", "sparsity", "checkpoint_sha256", "crop_pct",

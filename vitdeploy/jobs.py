@@ -258,7 +258,8 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
     """Checkpoint -> folded ONNX (+ precision pass) -> OUT.ref.npz -> ORT parity -> OUT.report.json."""
     from vitdeploy.engines.bench import peak_rss_mb
     from vitdeploy.engines.parity import parity_from_reference
-    from vitdeploy.export import fold, onnx as vonnx
+    from vitdeploy.export import fold
+    from vitdeploy.export import onnx as vonnx
     from vitdeploy.fileio import atomic_write_json, file_sha256
 
     t_all = time.perf_counter()

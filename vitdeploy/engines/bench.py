@@ -78,7 +78,8 @@ def bench_runner(runner, images: np.ndarray, *, warmup: int = 10, iters: int = 5
 def format_table(results, ratio_to: Optional[str] = None) -> str:
     """Side-by-side table; `ratio_to` names the backend the speedup column is relative to."""
     base = next((r for r in results if r["backend"] == ratio_to), None)
-    hdr = f"{'backend':<10}{'batch':>6}{'threads':>8}{'median ms':>11}{'p90 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'img/s':>10}{'peak MB':>9}"
+    hdr = (f"{'backend':<10}{'batch':>6}{'threads':>8}{'median ms':>11}{'p90 ms':>9}{'p99 ms':>9}{'mean ms':>9}"
+           f"{'img/s':>10}{'peak MB':>9}")
     if base:
         hdr += f"{'speedup':>9}"
     lines = [hdr]

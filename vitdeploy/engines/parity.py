@@ -9,8 +9,8 @@ with the verdict (Polygraphy's lesson: a bare "FAILED" at 1e-5 helps nobody).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 import os
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import numpy as np

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import warnings
-from contextlib import contextmanager, redirect_stdout, redirect_stderr
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Dict, List, Sequence
 

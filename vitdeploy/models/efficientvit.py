@@ -319,7 +319,8 @@ class EfficientViTStage(nn.Module):
             self.resolution = resolution
             self.downsample = nn.Identity()
         self.blocks = nn.Sequential(
-            *[EfficientViTBlock(dim, key_dim, num_heads, self.resolution, window_resolution, kernels) for _ in range(depth)]
+            *[EfficientViTBlock(dim, key_dim, num_heads, self.resolution, window_resolution, kernels)
+              for _ in range(depth)]
         )
 
     def forward(self, x):
@@ -375,7 +376,8 @@ class EfficientViT(nn.Module):
             return
         if torch.compiler.is_compiling():
             return
-        if x.dim() != 4 or tuple(x.shape[1:]) != (self.patch_embed.conv1.conv.in_channels, self.img_size, self.img_size):
+        expected = (self.patch_embed.conv1.conv.in_channels, self.img_size, self.img_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise UserError(
                 f"{self.name} was built for input [B,{self.patch_embed.conv1.conv.in_channels},"
                 f"{self.img_size},{self.img_size}], got {list(x.shape)}; resize the input or rebuild with img_size="
@@ -502,7 +504,8 @@ def _looks_like(keys: List[str]) -> str:
     if has(r"(^|\.)layers\.\d+\.blocks\.\d+\.attn\.relative_position_bias_table"):
         return "this looks like a timm/official Swin checkpoint (layers.*); load it with a swin_* model"
     if has(r"attn\.w_msa\.") or has(r"^backbone\.stages\.\d+\.blocks\.\d+\.ffn\.layers"):
-        return "this looks like a Swin/SparseViT (mmdet) checkpoint (backbone.stages.*.attn.w_msa); load it with a swin_* model"
+        return ("this looks like a Swin/SparseViT (mmdet) checkpoint (backbone.stages.*.attn.w_msa); "
+                "load it with a swin_* model")
     if has(r"^backbone\.(blocks[123]|patch_embed)\."):
         return ("this looks like an mmdet detector with an EfficientViT backbone (backbone.*); "
                 "vitdeploy's efficientvit models are ImageNet classifiers")
@@ -553,9 +556,9 @@ def convert_checkpoint(state_dict: Mapping[str, torch.Tensor], model: EfficientV
     target = model.state_dict()
     if not hasattr(model, "head_dist") and has_distillation_head(sd):
         warnings.warn(
-            f"{getattr(model, 'name', 'efficientvit')}: checkpoint has a distillation head (head_dist.*) that the model "
-            "lacks; dropping it, so outputs use the main head only (the official eval averages both heads; build with "
-            "distillation=True to match)",
+            f"{getattr(model, 'name', 'efficientvit')}: checkpoint has a distillation head (head_dist.*) that the "
+            "model lacks; dropping it, so outputs use the main head only (the official eval averages both heads; "
+            "build with distillation=True to match)",
             stacklevel=2,
         )
         sd = {k: v for k, v in sd.items() if not k.startswith("head_dist.")}
@@ -567,7 +570,8 @@ def convert_checkpoint(state_dict: Mapping[str, torch.Tensor], model: EfficientV
     _check_bias_tables(sd, target, model)
     present = set(sd)
     for k, t in target.items():
-        if k.endswith("num_batches_tracked") and k not in present and k[: -len("num_batches_tracked")] + "running_mean" in present:
+        stem = k[: -len("num_batches_tracked")]
+        if k.endswith("num_batches_tracked") and k not in present and stem + "running_mean" in present:
             sd[k] = t.clone()
     return sd
 
@@ -581,8 +585,8 @@ def _check_bias_tables(sd, target, model):
         name = getattr(model, "name", "efficientvit")
         raise UserError(
             f"{name}: the checkpoint's attention-bias table {k} is {list(got)} but the model built for "
-            f"img_size={getattr(model, 'img_size', '?')} needs {list(want)}; the checkpoint was trained at another input "
-            f"size: build with that img_size (the released EfficientViT-M weights use 224)"
+            f"img_size={getattr(model, 'img_size', '?')} needs {list(want)}; the checkpoint was trained at another "
+            f"input size: build with that img_size (the released EfficientViT-M weights use 224)"
         )
 
 
