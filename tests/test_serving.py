@@ -25,7 +25,7 @@ from vitdeploy.errors import UserError
 from conftest import ROOT as REPO
 from conftest import TINY_CLASSES as NUM_CLASSES
 from conftest import TINY_IMG as IMG
-from conftest import make_tiny_onnx
+from conftest import assert_user_error, make_tiny_onnx
 
 MODEL = "tiny_test"
 MAX_BATCH = 8
@@ -484,16 +484,14 @@ def test_serve_port_in_use_is_a_user_error(tiny_onnx):
 @needs_serve
 @pytest.mark.parametrize("args,pattern", [
     (["{missing}"], "not found"),
-    (["{onnx}", "--max-batch", "0"], "--max-batch must be >= 1"),
-    (["{onnx}", "--instances", "0"], "--instances must be >= 1"),
+    (["{onnx}", "--max-batch", "0"], "--max-batch: expected a positive integer"),
+    (["{onnx}", "--instances", "0"], "--instances: expected a positive integer"),
     (["{onnx}", "--max-batch", "4", "--preferred-batch-sizes", "8"], "preferred batch sizes"),
     (["{onnx}", "--http-port", "9100", "--grpc-port", "9100"], "ports must differ"),
 ])
 def test_serve_bad_arguments(tiny_onnx, tmp_path, args, pattern):
     args = [a.format(missing=tmp_path / "nope.onnx", onnx=tiny_onnx) for a in args]
-    r = _serve_cli(*args)
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and pattern in r.stderr, r.stderr
+    assert_user_error(_serve_cli(*args), pattern)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

@@ -35,18 +35,6 @@ class Console:
             print(prefix + line, file=sys.stderr, flush=True)
 
 
-def _batch_arg(v: str):
-    if v == "dynamic":
-        return None
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'dynamic', got {v!r}")
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"batch must be >= 1, got {n}")
-    return n
-
-
 def _positive_int(v: str) -> int:
     try:
         n = int(v)
@@ -55,6 +43,16 @@ def _positive_int(v: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
     return n
+
+
+def _batch_arg(v: str):
+    """A positive batch size, or None for 'dynamic'."""
+    if v == "dynamic":
+        return None
+    try:
+        return _positive_int(v)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e} (or 'dynamic')")
 
 
 def _existing_file(v: str) -> str:

@@ -104,18 +104,12 @@ class _Schemas:
                 return set(c.allowed_type_strs)
         return {formal.type_str}
 
-    def input_allows_fp16(self, node, index) -> bool:
+    def allows_fp16(self, node, index: int, output: bool = False) -> bool:
+        """Whether input (or output) slot `index` of `node` may hold float16."""
         schema = self.get(node)
         if schema is None:
             return True
-        types = self._slot_types(schema, schema.inputs, index)
-        return types is None or "tensor(float16)" in types
-
-    def output_allows_fp16(self, node, index) -> bool:
-        schema = self.get(node)
-        if schema is None:
-            return True
-        types = self._slot_types(schema, schema.outputs, index)
+        types = self._slot_types(schema, schema.outputs if output else schema.inputs, index)
         return types is None or "tensor(float16)" in types
 
 
@@ -256,7 +250,7 @@ class _Fp16Pass:
             return self.F32 if node in self.keep else self.F16
         if node in self.keep:
             return self.F32
-        if float_outs and not all(self.schemas.output_allows_fp16(node, i) for i in float_outs):
+        if float_outs and not all(self.schemas.allows_fp16(node, i, output=True) for i in float_outs):
             return self.F32
         return self.F16
 
@@ -292,7 +286,7 @@ class _Fp16Pass:
             for i, v in float_inputs:
                 if node.op_type == "Cast" and i == 0:
                     continue  # Cast accepts any input type
-                want = prec if self.schemas.input_allows_fp16(node, i) else self.F32
+                want = prec if self.schemas.allows_fp16(node, i) else self.F32
                 self.plan.append((node, i, want))
                 producer = v.producer()
                 if v.is_initializer() or (producer is not None and producer.op_type in ("Constant", "ConstantOfShape")):

@@ -487,6 +487,15 @@ def _merge_from_mmdet(v: Tensor) -> Tensor:
 _MMDET_BLOCK = [("attn.w_msa.", "attn."), ("ffn.layers.0.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.fc2.")]
 
 
+def _block_key(rest: str, to_mmdet: bool) -> str:
+    """A block-relative key in the other layout (mmdet <-> ours); keys both share pass unchanged."""
+    for mmdet, ours in _MMDET_BLOCK:
+        src, dst = (ours, mmdet) if to_mmdet else (mmdet, ours)
+        if rest.startswith(src):
+            return dst + rest[len(src):]
+    return rest
+
+
 def _from_mmdet(sd) -> dict[str, Tensor]:
     if any(k.startswith("backbone.") for k in sd):  # a detector checkpoint: keep the backbone only
         sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
@@ -497,12 +506,7 @@ def _from_mmdet(sd) -> dict[str, Tensor]:
         elif m := re.match(r"stages\.(\d+)\.downsample\.(.*)$", k):
             out[f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"] = _merge_from_mmdet(v)
         elif m := re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)$", k):
-            rest = m.group(3)
-            for a, b in _MMDET_BLOCK:
-                if rest.startswith(a):
-                    rest = b + rest[len(a):]
-                    break
-            out[f"layers.{m.group(1)}.blocks.{m.group(2)}.{rest}"] = v
+            out[f"layers.{m.group(1)}.blocks.{m.group(2)}.{_block_key(m.group(3), to_mmdet=False)}"] = v
         else:
             out[k] = v
     return out
@@ -596,12 +600,7 @@ def to_mmdet_state_dict(model: SwinTransformer, prefix: str = "backbone.") -> di
         elif m := re.match(r"layers\.(\d+)\.downsample\.(.*)$", k):
             nk, v = f"stages.{int(m.group(1)) - 1}.downsample.{m.group(2)}", _merge_to_mmdet(v)
         elif m := re.match(r"layers\.(\d+)\.blocks\.(\d+)\.(.*)$", k):
-            rest = m.group(3)
-            for a, b in _MMDET_BLOCK:
-                if rest.startswith(b):
-                    rest = a + rest[len(b):]
-                    break
-            nk = f"stages.{m.group(1)}.blocks.{m.group(2)}.{rest}"
+            nk = f"stages.{m.group(1)}.blocks.{m.group(2)}.{_block_key(m.group(3), to_mmdet=True)}"
         else:
             nk = k
         out[prefix + nk] = v.clone()
