@@ -10,9 +10,13 @@ bias, + shift mask gathered with the same indices) -> residual -> LN2 -> MLP -> 
 Window importance is computed once per stage at the first pruned block, from its input
 (channel-mean |x| per token, padded, rolled for shifted blocks, L2 over each window's tokens);
 regular and shifted blocks keep separate sorted top-k index sets, later blocks take a prefix.
+A block runs in one of three explicit forms: ``forward`` (dense windows), ``forward_kept`` (only
+the kept windows, gathered and scattered back) and ``forward_kept_tokens`` (stages where every
+block is pruned stay on the token map). The model has timm's ``forward_features`` /
+``forward_head`` / ``forward_intermediates``.
 
-Execution does not go back to the token map between blocks (that was five full-map copies per
-block: roll, partition, reverse, roll back, plus the scatter's). A stage keeps its activations as
+Execution does not go back to the token map between blocks (going back costs five full-map copies
+per block: roll, partition, reverse, roll back, plus the scatter's). A stage keeps its activations as
 window rows ``[B, nW*N, C]`` of the padded map, in the *regular* partition or the *shifted* one
 (partition of the map rolled by -shift). "Reverse, roll back, pad, roll, partition" between two
 blocks is then one constant permutation of those rows: a single ``index_select`` (ONNX ``Gather``
