@@ -156,3 +156,21 @@ def test_engine_finds_the_reference_beside_its_onnx(tmp_path):
     assert art.kind == "engine" and art.source_onnx == onnx_path and art.metadata == {"model": "tiny"}
     assert find_reference(art.path, art.source_onnx) == reference_path_for(onnx_path)
     assert jobs.info(eng)["reference"] == str(reference_path_for(onnx_path))
+
+
+def test_check_against_reference_for_build(exported, tmp_path):
+    """What `build` calls on a fresh engine; shown here on the ONNX (same path, ORT backend)."""
+    import shutil
+
+    from vitdeploy.engines.parity import check_against_reference
+    from vitdeploy.errors import CheckFailed
+
+    out, _ = exported
+    lines = []
+    report = check_against_reference(out, progress=lines.append)
+    assert report.passed and "verdict: PASS" in lines[-1]
+    bad = scale_largest_initializer(out, tmp_path / "bad.onnx")
+    shutil.copyfile(reference_path_for(out), reference_path_for(bad))
+    with pytest.raises(CheckFailed, match="reference outputs failed"):
+        check_against_reference(bad)
+    assert check_against_reference(make_tiny_onnx(tmp_path / "noref.onnx")) is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import resource
 import time
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -44,29 +44,20 @@ def summarize(times_s, batch: int) -> Dict[str, float]:
 
 
 def bench_runner(runner, images: np.ndarray, *, warmup: int = 10, iters: int = 50,
-                 threads: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None,
-                 min_time_s: float = 0.0) -> Dict[str, object]:
-    """Time `runner` on `images`. Returns the stats dict that `vitdeploy bench --json` writes.
-
-    `min_time_s` keeps iterating past `iters` until that much time was spent (short models)."""
+                 threads: Optional[int] = None) -> Dict[str, object]:
+    """Time `runner` on `images`. Returns the stats dict that `vitdeploy bench --json` writes
+    (`threads` is recorded there; the caller applied it to the runner)."""
     feeds = {runner.inputs[0].name: np.ascontiguousarray(images)}
     batch = int(images.shape[0])
-    for i in range(warmup):
+    for _ in range(warmup):
         runner.infer(feeds)
-        if progress:
-            progress(i + 1, warmup + iters)
     runner.synchronize()
     times = []
-    start = time.perf_counter()
-    i = 0
-    while i < iters or (time.perf_counter() - start) < min_time_s:
+    for _ in range(iters):
         t0 = time.perf_counter()
         runner.infer(feeds)
         runner.synchronize()
         times.append(time.perf_counter() - t0)
-        i += 1
-        if progress:
-            progress(warmup + min(i, iters), warmup + iters)
     stats = {"backend": runner.name, "device": runner.device, "batch": batch, "warmup": warmup,
              "iters": len(times), "threads": threads, "timing_scope": "infer() host-to-host"}
     stats.update(summarize(times, batch))

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from vitdeploy.errors import UserError
+from vitdeploy.errors import CheckFailed, UserError
 
 # The one table of parity thresholds (DESIGN decision 9): precision -> {metric: bound}.
 # max_rel_err: max |a - b| / max |reference| per output. Cosine per output over the flattened
@@ -211,3 +211,17 @@ def parity_from_reference(artifact: os.PathLike, reference: Optional[os.PathLike
                                     task=art.metadata.get("task", "classify"))
     finally:
         runner.close()
+
+
+def check_against_reference(artifact: os.PathLike, *, plugin_lib: Optional[str] = None,
+                            progress: Callable[[str], None] = lambda msg: None) -> Optional[ParityReport]:
+    """For `build`: check a fresh engine against the OUT.ref.npz of the ONNX it was built from, when
+    there is one. Prints the table through `progress`; CheckFailed (exit 1) when parity fails,
+    UserError (exit 2) when the reference is for other weights; None when there is no reference."""
+    report = parity_from_reference(artifact, plugin_lib=plugin_lib, progress=progress)
+    if report is None:
+        return None
+    progress(report.table())
+    if not report.passed:
+        raise CheckFailed(f"{artifact}: parity against the export's reference outputs failed (table above)")
+    return report
