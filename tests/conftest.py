@@ -34,9 +34,11 @@ def assert_user_error(res, needle):
     assert needle.lower() in last.lower(), last
 
 
-def rel_err(a, b) -> float:
-    """max |a - b| / max |a| (the parity module's max_rel_err, computed here independently)."""
-    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
+def rel_err(ref, got) -> float:
+    """max |ref - got| / max |ref| (the parity module's max_rel_err, computed here independently);
+    numpy arrays or CPU tensors."""
+    ref, got = np.asarray(ref, dtype=np.float64), np.asarray(got, dtype=np.float64)
+    return float(np.abs(ref - got).max() / max(np.abs(ref).max(), 1e-12))
 
 
 def cosine(a, b) -> float:

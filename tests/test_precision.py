@@ -10,6 +10,8 @@ from onnx import TensorProto, helper
 from vitdeploy.engines.parity import THRESHOLDS
 from vitdeploy.export.precision import to_fp16
 
+from conftest import cosine, rel_err
+
 ort = pytest.importorskip("onnxruntime")
 
 
@@ -33,15 +35,6 @@ def _elem_types(model):
     for t in inferred.graph.initializer:
         types[t.name] = t.data_type
     return types
-
-
-def _rel_err(a, b):
-    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
-
-
-def _cos(a, b):
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _check_fragile_inputs_fp32(model):
@@ -211,8 +204,8 @@ def test_window_graph_structure_and_parity():
     ref = _run(model, {"x": x})
     got = _run(half, {"x": x})
     assert got[0].dtype == np.float32
-    assert _rel_err(ref[0], got[0]) < THRESHOLDS["fp16"]["max_rel_err"]
-    assert _cos(ref[0], got[0]) > THRESHOLDS["fp16"]["min_cosine"]
+    assert rel_err(ref[0], got[0]) < THRESHOLDS["fp16"]["max_rel_err"]
+    assert cosine(ref[0], got[0]) > THRESHOLDS["fp16"]["min_cosine"]
     assert np.array_equal(ref[1], got[1])  # integer index math unchanged
 
 
@@ -227,7 +220,7 @@ def test_fp16_io_types():
     ref = _run(model, {"x": x})[0]
     got = _run(half, {"x": x.astype(np.float16)})[0]
     assert got.dtype == np.float16
-    assert _rel_err(ref, got.astype(np.float32)) < THRESHOLDS["fp16"]["max_rel_err"]
+    assert rel_err(ref, got.astype(np.float32)) < THRESHOLDS["fp16"]["max_rel_err"]
 
 
 def test_rejects_non_model():
@@ -287,8 +280,8 @@ def test_torch_export_fp16_parity_vs_pytorch(tmp_path):
     with torch.inference_mode():
         ref = m(x).numpy()
     got = _run(half, {"images": x.numpy()})[0]
-    assert _rel_err(ref, got) < THRESHOLDS["fp16"]["max_rel_err"]
-    assert _cos(ref, got) > THRESHOLDS["fp16"]["min_cosine"]
+    assert rel_err(ref, got) < THRESHOLDS["fp16"]["max_rel_err"]
+    assert cosine(ref, got) > THRESHOLDS["fp16"]["min_cosine"]
     assert (ref.argmax(1) == got.argmax(1)).mean() >= THRESHOLDS["fp16"]["min_top1"]
 
 
@@ -324,5 +317,19 @@ def test_real_models_fp16(tmp_path, name, kwargs):
         out = ref(torch.from_numpy(x))
     out = (out if isinstance(out, torch.Tensor) else out[0]).numpy()
     got = _run(half, {half.graph.input[0].name: x})[0]
-    assert _rel_err(out, got) < THRESHOLDS["fp16"]["max_rel_err"], _rel_err(out, got)
-    assert _cos(out, got) > THRESHOLDS["fp16"]["min_cosine"]
+    assert rel_err(out, got) < THRESHOLDS["fp16"]["max_rel_err"], rel_err(out, got)
+    assert cosine(out, got) > THRESHOLDS["fp16"]["min_cosine"]
+
+
+def test_window_graph_after_the_exporter_registered_its_schemas():
+    """The exporter registers schemas for the vitdeploy ops (without type inference) in this
+    process; shape inference then leaves their outputs untyped and the pass must still type them
+    (a SparseViT exported with --precision fp16 in one process takes this path)."""
+    from vitdeploy.export.window_ops import export_hooks
+
+    export_hooks(portable=False)  # registers the schemas, as an export does
+    half = to_fp16(_window_model())
+    onnx.checker.check_model(half, full_check=True)
+    types, seen = _check_fragile_inputs_fp32(half)
+    assert seen == {"Softmax", "LayerNormalization", "TopK"}
+    assert all(types[n.output[0]] == TensorProto.FLOAT16 for n in half.graph.node if n.domain == "vitdeploy")

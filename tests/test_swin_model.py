@@ -16,6 +16,8 @@ from vitdeploy.models import swin
 from vitdeploy.models.sparsity import SparsityConfig, parse_sparsity
 from vitdeploy.models.swin import build_swin, convert_checkpoint, guess_variant, to_mmdet_state_dict
 
+from conftest import rel_err
+
 TINY = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 
 
@@ -141,10 +143,6 @@ def ref_forward(m, x, ratios, record=None):
         return tuple(_ln(f, getattr(m, f"norm{i}")).permute(0, 3, 1, 2) for i, f in enumerate(feats))
 
 
-def _rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
-
-
 # ------------------------------------------------------------------------------------ semantics
 
 def test_dense_matches_reference_at_224():
@@ -152,7 +150,7 @@ def test_dense_matches_reference_at_224():
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         y = m(x)
-    assert _rel(y, ref_forward(m, x, [[0, 0]] * 4)) < 1e-5
+    assert rel_err(ref_forward(m, x, [[0, 0]] * 4), y) < 1e-5
 
 
 @pytest.mark.parametrize("img,ratios", [
@@ -168,10 +166,10 @@ def test_pruned_matches_slow_reference(img, ratios):
     refs = ref_forward(m, x, ratios)
     for y, r in zip(ys, refs):
         assert y.shape == r.shape
-        assert _rel(y, r) < 1e-5
+        assert rel_err(r, y) < 1e-5
     dense = tiny(img, task="backbone")
     with torch.no_grad():
-        assert _rel(dense(x)[0], ys[0]) > 1e-3  # pruning really changed something
+        assert rel_err(ys[0], dense(x)[0]) > 1e-3  # pruning really changed something
 
 
 @pytest.mark.parametrize("img", [224, 320])
@@ -185,7 +183,7 @@ def test_mixed_stage_window_rows_path_matches_slow_reference(img):
     with torch.no_grad():
         ys = m(x)
     for y, r in zip(ys, ref_forward(m, x, ratios)):
-        assert _rel(y, r) < 1e-5
+        assert rel_err(r, y) < 1e-5
 
 
 def test_prefix_nesting_and_separate_shifted_sets():
@@ -206,7 +204,7 @@ def test_prefix_nesting_and_separate_shifted_sets():
     assert torch.equal(seen[2], seen[0][:, :8]) and torch.equal(seen[3], seen[1][:, :8])
     assert not torch.equal(seen[0], seen[1])  # shifted blocks rank the rolled map
     ref = ref_forward(m, x, ratios, record=rec)
-    assert _rel(y, ref) < 1e-5
+    assert rel_err(ref, y) < 1e-5
     for j in range(4):  # same windows as the literal reference (stage 2 records are 4..7)
         assert torch.equal(seen[j], rec[4 + j])
 
@@ -234,7 +232,7 @@ def test_stage_no_larger_than_window_does_not_shift():
     assert small.layers[3].blocks[0].ws == 6 and small.layers[3].blocks[0].nW == 1
     x = torch.randn(1, 3, 192, 192)
     with torch.no_grad():
-        assert _rel(small(x), ref_forward(small, x, [[0, 0]] * 4)) < 1e-5
+        assert rel_err(ref_forward(small, x, [[0, 0]] * 4), small(x)) < 1e-5
 
 
 def test_keep_counts_swin_t_cfg1_672():

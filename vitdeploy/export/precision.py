@@ -197,6 +197,38 @@ def _find_keep(graph) -> Set:
     return keep
 
 
+def _infer_types(model):
+    """ONNX shape inference, plus the custom nodes' output types where inference leaves them out.
+
+    Inference types a custom node through its model-local function, unless a schema for the op is
+    registered in this process (the exporter registers one, without an inference function): then
+    its outputs and everything downstream stay untyped. Custom nodes are one polymorphic T (their
+    functions' contract), so an untyped output takes its first input's float type, and inference
+    runs again for what follows; one round per custom node on a chain at most."""
+    import onnx
+
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    for _ in range(1 + sum(n.domain not in ("", "ai.onnx") for n in model.graph.node)):
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=False)
+        g = inferred.graph
+        known = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]
+                 if vi.type.tensor_type.elem_type}
+        known.update((t.name, t.data_type) for t in g.initializer)
+        added = False
+        for n in g.node:
+            if n.domain in ("", "ai.onnx") or not n.input or known.get(n.input[0]) not in float_types:
+                continue
+            for o in n.output:
+                if o and o not in known:
+                    g.value_info.append(onnx.helper.make_tensor_value_info(o, known[n.input[0]], None))
+                    known[o] = known[n.input[0]]
+                    added = True
+        if not added:
+            return inferred
+        model = inferred
+    return inferred
+
+
 def _load_ir(model):
     """ModelProto -> onnx_ir Model with inferred value types (what the pass reads)."""
     import onnx
@@ -205,7 +237,7 @@ def _load_ir(model):
     if not isinstance(model, onnx.ModelProto):
         raise UserError(f"to_fp16 expects an onnx.ModelProto, got {type(model).__name__}")
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=False)
+        inferred = _infer_types(model)
     except Exception as e:
         raise UserError(f"fp16 conversion: ONNX shape inference failed ({str(e).splitlines()[0]}); "
                         "export the model again with vitdeploy export")
