@@ -91,8 +91,8 @@ def cmd_export(args, con: Console) -> int:
     t = report["timings"]
     print(f"wrote {report['onnx']} ({report['onnx_bytes'] / 2**20:.1f} MiB, "
           f"{sum(report['op_histogram'].values())} nodes, "
-          f"{report['macs'] / 1e6:.1f} M MACs, {report['parameters'] / 1e6:.2f} M params) "
-          f", {report['reference']} and {jobs.report_path_for(report['onnx'])} in {t['total_s']:.1f}s")
+          f"{report['macs'] / 1e6:.1f} M MACs, {report['parameters'] / 1e6:.2f} M params), "
+          f"{report['reference']} and {jobs.report_path_for(report['onnx'])} in {t['total_s']:.1f}s")
     if report["parity"] is not None:
         worst = max(o["max_rel_err"] for o in report["parity"]["outputs"])
         print(f"parity vs PyTorch on ONNX Runtime: PASS (max rel err {worst:.2e})")

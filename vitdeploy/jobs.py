@@ -24,7 +24,7 @@ from vitdeploy.errors import CheckFailed, UserError
 Progress = Callable[[str], None]
 RANDOM_WEIGHTS = "random-seed-0"
 PRECISIONS = ("fp32", "fp16")
-TORCH_REFERENCE = "torch (unfolded PyTorch original)"
+TORCH_REFERENCE = "torch"  # what produced a reference's outputs: the unfolded PyTorch original
 
 
 def _noop(msg: str) -> None:

@@ -175,7 +175,7 @@ def run_reference_parity(reference, cand_runner, *, precision: str, task: str, c
         raise UserError(f"reference holds {len(reference.inputs)} inputs; vitdeploy artifacts take one image input")
     images = next(iter(reference.inputs.values()))
     report = compare_outputs(reference.outputs, infer_in_chunks(cand_runner, images, chunk),
-                             reference=str(reference.provenance.get("reference", "stored outputs")),
+                             reference=f"stored {reference.provenance.get('reference', 'reference')} outputs",
                              candidate=cand_runner.name, precision=precision, task=task, batch=len(images),
                              inputs=str(reference.provenance.get("inputs", "stored inputs")))
     report.provenance = reference.provenance

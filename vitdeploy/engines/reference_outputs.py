@@ -127,11 +127,12 @@ def provenance_mismatches(provenance: Dict[str, object], metadata: Dict[str, str
 
 def describe_provenance(provenance: Dict[str, object]) -> str:
     sha = str(provenance.get("checkpoint_sha256", "?"))
+    sha = sha[:12] + "…" if len(sha) == 64 else sha  # a sha256; "random-seed-0" stays whole
     parts = [f"{provenance.get('model')} ({provenance.get('task')}, {provenance.get('img_size')}px, "
              f"{provenance.get('precision')})"]
     if provenance.get("sparsity") not in (None, "null"):
         parts.append(f"sparsity {provenance['sparsity']}")
-    parts.append(f"checkpoint sha256 {sha[:12]}" + ("…" if len(sha) > 12 else ""))
+    parts.append(f"checkpoint sha256 {sha}")
     parts.append(f"{provenance.get('inputs')}; vitdeploy {provenance.get('vitdeploy_version')}, "
                  f"created {provenance.get('created')}")
     return "reference: " + ", ".join(parts)
