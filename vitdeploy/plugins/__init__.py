@@ -156,11 +156,11 @@ def load(path: Optional[PathLike] = None) -> str:
     key = str(p.resolve())
     if key in _LOADED:
         return key
-    trt = optional.tensorrt()
     meta = library_info(key)
     if meta is None:
         raise UserError(f"{p}: not a vitdeploy plugin library (no vitdeployPluginLibraryInfo); pass "
                         f"{LIBRARY_NAME} from `vitdeploy plugins build`")
+    trt = optional.tensorrt()
     check_tensorrt_major(meta, trt.__version__, p)
     handle = None
     if not _registry_has_ours(trt):  # else registered already (this library's static twin, or LD_PRELOAD)

@@ -39,6 +39,19 @@ def _read_build_info(build_dir: Path) -> Dict[str, str]:
     return info
 
 
+def _cmake_message(lines: List[str], mark: str) -> Optional[str]:
+    """The CMake message that starts with `mark`, unwrapped (CMake breaks messages into indented lines)."""
+    for i, line in enumerate(lines):
+        if mark in line:
+            parts = [line.strip()]
+            for more in lines[i + 1:]:
+                if not more.startswith("  ") or not more.strip():
+                    break
+                parts.append(more.strip())
+            return " ".join(parts)
+    return None
+
+
 def _run(cmd: List[str], log, progress: Optional[Callable[[str], None]], what: str) -> None:
     log.write("$ " + " ".join(cmd) + "\n")
     log.flush()
@@ -53,9 +66,9 @@ def _run(cmd: List[str], log, progress: Optional[Callable[[str], None]], what: s
     rc = proc.wait()
     log.flush()
     if rc != 0:
-        mismatch = [t.strip() for t in tail if MAJOR_MISMATCH_MARK in t]
+        mismatch = _cmake_message(tail, MAJOR_MISMATCH_MARK)
         if mismatch:  # the user's setup, not our code: one line, exit 2
-            raise UserError(mismatch[0])
+            raise UserError(mismatch)
         raise CheckFailed(f"{what} failed (exit {rc}); full log in {log.name}; last lines:\n" + "\n".join(tail))
 
 
