@@ -558,8 +558,8 @@ def test_cli_build_without_tensorrt_exits_2_with_install_line(tmp_path):
         pytest.skip("TensorRT is importable here; this checks the message on machines without it")
     onnx_path = tmp_path / "m.onnx"
     _tiny_onnx(onnx_path)
-    res = subprocess.run([sys.executable, "-m", "vitdeploy.cli", "build", str(onnx_path), "-o", str(tmp_path / "m.engine")],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "vitdeploy.cli", "build", str(onnx_path), "-o",
+                          str(tmp_path / "m.engine")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "pip install 'vitdeploy[tensorrt]'" in res.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "m.engine").exists()

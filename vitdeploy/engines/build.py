@@ -143,9 +143,9 @@ def _network_layers(trt, network):
     """(kind, plugin namespace or None) of every layer, read the way Polygraphy casts layers."""
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        kind = str(layer.type).rsplit(".", 1)[-1]
+        kind = layer.type.name  # pybind11 enum member name, e.g. "PLUGIN_V3"
         namespace = None
-        if kind == "PLUGIN_V3":
+        if layer.type == trt.LayerType.PLUGIN_V3:
             layer.__class__ = trt.IPluginV3Layer
             core = layer.plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
             namespace = getattr(core, "plugin_namespace", None)

@@ -2,9 +2,10 @@
 
 Custom form (default): each ``torch.ops.vitdeploy.window_{gather,scatter}`` call becomes one node
 ``vitdeploy::WindowGather`` / ``vitdeploy::WindowScatter`` carrying ``plugin_namespace="vitdeploy"``
-and ``plugin_version="1"`` -- TensorRT 10.7-10.14 prefers a registered plugin over a local function,
-10.15+/11.x does so for nodes with this attribute -- and the model carries a FunctionProto of the same (domain, name) whose body uses standard ops, so ONNX
-Runtime (and TensorRT without the plugin) inline it. ``torch.onnx.export`` inlines any function it
+and ``plugin_version="1"`` -- TensorRT 10.7-10.14 prefers a registered plugin over a local
+function, 10.15+/11.x does so for nodes with this attribute -- and the model carries a FunctionProto
+of the same (domain, name) whose body uses standard ops, so ONNX Runtime (and TensorRT without the
+plugin) inline it. ``torch.onnx.export`` inlines any function it
 is handed, so the bodies are attached afterwards, in ``finalize``.
 
 Portable form (``--portable``): the exporter emits the same bodies in place (no custom domain at
