@@ -207,6 +207,7 @@ static int32_t gRegistryCalls = 0;
 extern "C" nvinfer1::IPluginRegistry* getPluginRegistry() noexcept { ++gRegistryCalls; return nullptr; }
 extern "C" nvinfer1::ILogger* getLogger() noexcept { return nullptr; }
 extern "C" int32_t stubRegistryCalls() { return gRegistryCalls; }
+extern "C" void* createInferRuntime_INTERNAL(void*, int32_t) noexcept { return nullptr; }  // "no runtime"
 """
 
 
@@ -225,7 +226,8 @@ needs_cmake_build = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def stub_build(tmp_path_factory):
-    """`vitdeploy plugins build` (CMake, -Werror, sm_90) against the headers and a stub libnvinfer of their major."""
+    """`vitdeploy plugins build` (CMake, -Werror, sm_90, with the runner) against the headers and a stub
+    libnvinfer of their major."""
     root = tmp_path_factory.mktemp("stub_build")
     stub_dir = root / "stub"
     stub_dir.mkdir()
@@ -235,7 +237,7 @@ def stub_build(tmp_path_factory):
             mp.delenv(var, raising=False)
         mp.setenv("TensorRT_INCLUDE_DIR", str(TRT_INCLUDE))
         mp.setenv("TensorRT_LIB_DIR", str(stub_dir))
-        res = plugins.build(build_dir=root / "b", cuda_archs="90", with_runner=False, werror=True,
+        res = plugins.build(build_dir=root / "b", cuda_archs="90", with_runner=True, werror=True,
                             require_tensorrt=True)
     return res, stub
 
@@ -276,6 +278,23 @@ def test_plugin_libraries_export_only_their_entry_points(stub_build):
     assert {"getCreators", "setLoggerFinder", "vitdeployInitPlugins", "vitdeployPluginLibraryInfo"} <= dynamic
     assert "getCreators" not in static and "vitdeployPluginLibraryInfo" in static
     assert launchers <= _exported(res["kernels_library"])  # the ctypes/benchmark library keeps them
+
+
+@needs_cmake_build
+def test_runner_links_and_checks_plugin_paths_before_touching_tensorrt(stub_build, tmp_path):
+    res, _ = stub_build
+    runner, lib = res["runner"], Path(res["library"])
+    assert runner, res
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    proc = subprocess.run([runner, "--engine", engine, "--plugins", "nosuch.so"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2 and "nosuch.so: plugin library not found" in proc.stderr, proc.stderr
+    # a bare name in the current directory resolves (dlopen alone would not search it); then the stub
+    # libnvinfer has no runtime to give, which the runner reports as a failure (exit 1), not a crash
+    proc = subprocess.run([runner, "--engine", engine, "--plugins", lib.name], capture_output=True, text=True,
+                          timeout=60, cwd=lib.parent)
+    assert proc.returncode == 1 and "could not create the TensorRT runtime" in proc.stderr, proc.stderr
 
 
 @needs_cmake_build
