@@ -563,3 +563,16 @@ def test_cli_build_without_tensorrt_exits_2_with_install_line(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "pip install 'vitdeploy[tensorrt]'" in res.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_cli_build_with_a_bad_plugin_lib_env_exits_2_naming_it(tmp_path):
+    import sys
+
+    onnx_path = _tiny_onnx(tmp_path / "m.onnx")
+    missing = tmp_path / "nowhere" / "libvitdeploy_plugins.so"
+    env = dict(os.environ, VITDEPLOY_PLUGIN_LIB=str(missing))
+    res = subprocess.run([sys.executable, "-m", "vitdeploy.cli", "build", str(onnx_path), "-o",
+                          str(tmp_path / "m.engine")], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert str(missing) in res.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "m.engine").exists()
