@@ -328,17 +328,19 @@ def test_function_bodies_use_names_no_outer_tensor_can_capture():
                                                                                if not t.startswith("vitdeploy_")]
 
 
-def test_bad_plugin_lib_env_is_a_user_error_naming_it(tmp_path, monkeypatch, sparsevit_onnx):
+def test_bad_plugin_lib_env_is_a_user_error_naming_it(tmp_path, monkeypatch):
     """Item 7: a bad $VITDEPLOY_PLUGIN_LIB was swallowed and `build` made an engine without the plugin."""
     from vitdeploy.engines.build import build_engine
+
+    onnx_path = _tiny_onnx(tmp_path / "t.onnx")
 
     missing = tmp_path / "gone" / "libvitdeploy_plugins.so"
     monkeypatch.setenv("VITDEPLOY_PLUGIN_LIB", str(missing))
     with pytest.raises(UserError, match=f"{missing}: VITDEPLOY_PLUGIN_LIB"):
-        build_engine(sparsevit_onnx, tmp_path / "m.engine")
+        build_engine(onnx_path, tmp_path / "m.engine")
     monkeypatch.delenv("VITDEPLOY_PLUGIN_LIB")
     with pytest.raises(UserError, match=f"{missing}: plugin library not found"):
-        build_engine(sparsevit_onnx, tmp_path / "m.engine", plugin_lib=str(missing))
+        build_engine(onnx_path, tmp_path / "m.engine", plugin_lib=str(missing))
     assert not (tmp_path / "m.engine").exists()
 
 
