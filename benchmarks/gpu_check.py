@@ -42,6 +42,8 @@ def _preflight() -> str | None:
     why = gpu_missing()
     if why:
         return why
+    if importlib.util.find_spec("pytest") is None:
+        return f"pytest is not installed for {sys.executable}: pip install -e '.[test]'"
     if find_nvcc() is None:
         return "nvcc (CUDA toolkit) not found: the kernels are compiled here (put nvcc on PATH or set CUDA_HOME)"
     return None

@@ -49,3 +49,22 @@ def test_gpu_check_counts_tests_from_junit(tmp_path):
                          "bandwidth": {"rc": 2, "log": "x.log", "ok": False}}}
     md = gc._markdown(summary)
     assert f"| {res['skipped']} |" in md and "not run: TensorRT is not installed" in md and "did not finish" in md
+
+
+def test_bandwidth_target_is_judged_on_the_plugin_paths_at_batch_16():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from window_ops_gpu import TARGET_BATCH, format_table, target_verdict
+
+    def row(form, batch, of_copy, op="gather", case="s0 tokens"):
+        return {"dtype": "fp16", "case": case, "batch": batch, "op": op, "form": form, "of_copy": of_copy,
+                "median_us": 1.0, "gbps": 1.0}
+
+    rows = [row("vitdeploy", TARGET_BATCH, 0.9), row("vitdeploy map (plugin)", TARGET_BATCH, 0.84, op="scatter"),
+            row("vitdeploy", 1, 0.2), row("onnx GatherElements", TARGET_BATCH, 0.1)]
+    verdict = target_verdict(rows)
+    assert verdict["checked"] == 2 and not verdict["met"]
+    assert verdict["misses"] == ["fp16 s0 tokens scatter: 84%"]
+    assert target_verdict(rows[:1])["met"] and not target_verdict([])["met"]
+    table = format_table({"device": "X", "capability": "9.0", "iters": 3, "flush_l2": False, "rows": rows,
+                          "target": verdict})
+    assert table.count("\n| fp16 |") == len(rows) and "NOT met: fp16 s0 tokens scatter: 84%" in table
