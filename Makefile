@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= artifacts/demo
 
-.PHONY: setup demo lint test bench plugins clean
+.PHONY: setup demo lint test bench plugins gpu-check clean
 
 setup:
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,13 @@ bench:
 
 plugins:
 	$(BIN)/vitdeploy plugins build
+
+# Everything that needs a GPU (tier 2, tier 3 where TensorRT imports, kernel bandwidth) in <= 8 min:
+#   make gpu-check OUT=dir   -> dir/gpu_check.json + dir/gpu_check.md
+OUT ?= artifacts/gpu-check
+GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py --out $(OUT)
 
 clean:
 	rm -rf build artifacts .pytest_cache

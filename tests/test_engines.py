@@ -14,7 +14,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from vitdeploy.engines import manifest as mf
+from vitdeploy.engines.profiles import profile_from_batches
 from vitdeploy.errors import CheckFailed, UserError
+from vitdeploy.fileio import file_sha256
 
 
 def _trt_import_error():
@@ -91,26 +93,33 @@ def test_manifest_missing_or_foreign(tmp_path):
 def test_check_manifest_same_setup_is_clean():
     m = _manifest()
     assert mf.check_manifest(m, trt_version="10.16.0.1", gpu_name="NVIDIA H100 80GB HBM3",
-                             compute_capability="9.0", plugin_lib_sha256="b" * 64) == []
+                             compute_capability="9.0", plugin_lib_sha256="b" * 64) == ([], [])
 
 
 def test_check_manifest_reports_each_difference():
     m = _manifest()
-    diffs = mf.check_manifest(m, trt_version="11.4.0.106", gpu_name="NVIDIA L4", compute_capability="8.9",
-                              plugin_lib_sha256="d" * 64)
-    text = "\n".join(diffs)
-    assert len(diffs) == 4
+    refusals, notes = mf.check_manifest(m, trt_version="11.4.0.106", gpu_name="NVIDIA L4", compute_capability="8.9",
+                                        plugin_lib_sha256="d" * 64)
+    text = "\n".join(refusals)
+    assert len(refusals) == 3 and notes == []
     assert "10.16.0.1" in text and "11.4.0.106" in text
     assert "9.0" in text and "8.9" in text
-    assert "NVIDIA L4" in text
     assert "plugin library" in text
-    missing = mf.check_manifest(m, trt_version="10.16.0.1", gpu_name="NVIDIA H100 80GB HBM3",
-                                compute_capability="9.0", plugin_lib_sha256=None)
+    missing, _ = mf.check_manifest(m, trt_version="10.16.0.1", gpu_name="NVIDIA H100 80GB HBM3",
+                                   compute_capability="9.0", plugin_lib_sha256=None)
     assert len(missing) == 1 and "no plugin library" in missing[0]
     # an engine without plugin layers does not care about the library
     noplug = _manifest(plugin_lib_sha256=None, plugin_lib_path=None)
     assert mf.check_manifest(noplug, trt_version="10.16.0.1", gpu_name="NVIDIA H100 80GB HBM3",
-                             compute_capability="9.0", plugin_lib_sha256=None) == []
+                             compute_capability="9.0", plugin_lib_sha256=None) == ([], [])
+
+
+def test_other_gpu_with_the_same_compute_capability_is_a_warning():
+    """TensorRT itself only warns when a plan runs on another GPU model of the same compute capability."""
+    refusals, notes = mf.check_manifest(_manifest(), trt_version="10.16.0.1", gpu_name="NVIDIA H200",
+                                        compute_capability="9.0", plugin_lib_sha256="b" * 64)
+    assert refusals == [] and len(notes) == 1
+    assert "NVIDIA H100 80GB HBM3" in notes[0] and "NVIDIA H200" in notes[0]
 
 
 def test_rebuild_command_uses_recorded_options():
@@ -143,8 +152,14 @@ def test_assert_compatible_message(tmp_path, monkeypatch):
     # same setup + same library -> OK; a replaced engine file is caught by its sha256
     monkeypatch.setattr(mf, "current_environment", lambda: {
         "tensorrt_version": "10.16.0.1", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
-    mf.write_manifest(mf.manifest_path(engine), dict(m, plugin_lib_sha256=mf.sha256_file(lib)))
+    mf.write_manifest(mf.manifest_path(engine), dict(m, plugin_lib_sha256=file_sha256(lib)))
     assert mf.assert_compatible(engine, plugin_lib=str(lib))["precision"] == "fp16"
+    monkeypatch.setattr(mf, "current_environment", lambda: {
+        "tensorrt_version": "10.16.0.1", "gpu_name": "NVIDIA H200", "compute_capability": "9.0"})
+    with pytest.warns(mf.EngineWarning, match="NVIDIA H200"):
+        assert mf.assert_compatible(engine, plugin_lib=str(lib))["precision"] == "fp16"
+    with pytest.raises(UserError, match="nope.so: plugin library not found"):
+        mf.assert_compatible(engine, plugin_lib=str(tmp_path / "nope.so"))
     engine.write_bytes(b"other plan")
     with pytest.raises(CheckFailed, match="sha256 differs"):
         mf.assert_compatible(engine, plugin_lib=str(lib))
@@ -155,14 +170,14 @@ def test_assert_compatible_message(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- tier 1: profiles
 
 def test_profile_dynamic_batch():
-    p = mf.profile_from_batches(["batch", 3, 224, 224], 1, 4, 16)
+    p = profile_from_batches(["batch", 3, 224, 224], 1, 4, 16)
     assert p == {"min": [1, 3, 224, 224], "opt": [4, 3, 224, 224], "max": [16, 3, 224, 224]}
 
 
 def test_profile_static_batch():
-    assert mf.profile_from_batches([2, 3, 672, 672], 2, 2, 2)["max"] == [2, 3, 672, 672]
+    assert profile_from_batches([2, 3, 672, 672], 2, 2, 2)["max"] == [2, 3, 672, 672]
     with pytest.raises(UserError, match="static batch of 2"):
-        mf.profile_from_batches([2, 3, 672, 672], 1, 2, 4)
+        profile_from_batches([2, 3, 672, 672], 1, 2, 4)
 
 
 @pytest.mark.parametrize("mn,op,mx,msg", [
@@ -170,12 +185,12 @@ def test_profile_static_batch():
 ])
 def test_profile_bad_batches(mn, op, mx, msg):
     with pytest.raises(UserError, match=msg):
-        mf.profile_from_batches(["batch", 3, 224, 224], mn, op, mx)
+        profile_from_batches(["batch", 3, 224, 224], mn, op, mx)
 
 
 def test_profile_dynamic_resolution_rejected():
     with pytest.raises(UserError, match="only the batch may vary"):
-        mf.profile_from_batches(["batch", 3, "h", "w"], 1, 1, 1)
+        profile_from_batches(["batch", 3, "h", "w"], 1, 1, 1)
 
 
 # ---------------------------------------------------------------- tier 1: no TensorRT
@@ -216,13 +231,117 @@ def test_build_without_tensorrt_says_how_to_install(tmp_path):
 
 @pytest.mark.skipif(TRT_ERR is None, reason="TensorRT is importable here; the no-TensorRT message cannot be shown")
 def test_trt_runner_without_tensorrt(tmp_path):
-    from vitdeploy.engines.runners import make_artifact_runner
+    from vitdeploy.engines.backends import make_artifact_runner
     from vitdeploy.engines.trt_runner import TrtRunner
 
     with pytest.raises(UserError, match="TensorRT is not installed"):
         TrtRunner(tmp_path / "m.engine")
     with pytest.raises(UserError, match="TensorRT is not installed"):
         make_artifact_runner("trt", str(tmp_path / "m.engine"))
+
+
+# ---------------------------------------------------------------- tier 1: what the parser gets
+
+@pytest.fixture(scope="module")
+def sparsevit_onnx(tmp_path_factory):
+    """A real SparseViT export (swin_t, 224 px, half the windows of stages 0-2 pruned): custom nodes + bodies."""
+    return _export_model(tmp_path_factory.mktemp("sv"), "swin_t", 0.5, "fp32")[1]
+
+
+def test_no_plugin_build_parses_an_inlined_model(sparsevit_onnx):
+    """Defect 1: the registry is process-global, so a no-plugin build must not show the parser one vitdeploy
+    node; the inlined copy computes exactly what the original does."""
+    import onnxruntime as ort
+
+    from vitdeploy.engines.build import parse_plan
+
+    proto = onnx.load(str(sparsevit_onnx))
+    assert sum(n.domain == "vitdeploy" for n in proto.graph.node) > 0
+    plan = parse_plan(proto, plugin_available=False)
+    assert not plan.load_plugin and plan.vitdeploy_nodes > 0
+    assert [n for n in plan.model.graph.node if n.domain not in ("", "ai.onnx")] == []
+    assert not plan.model.functions and all(o.domain != "vitdeploy" for o in plan.model.opset_import)
+    onnx.checker.check_model(plan.model)
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"images": x})
+    got = ort.InferenceSession(plan.model.SerializeToString()).run(None, {"images": x})
+    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+    with_lib = parse_plan(proto, plugin_available=True)
+    assert with_lib.load_plugin and with_lib.model is proto
+
+
+def test_parser_flags_never_include_plugin_override(sparsevit_onnx):
+    """Defect 2: ENABLE_PLUGIN_OVERRIDE would turn standard ScatterND nodes into TensorRT's legacy plugin."""
+    from vitdeploy.engines.build import parse_plan
+
+    proto = onnx.load(str(sparsevit_onnx))
+    plain = onnx.load(str(_tiny_onnx_with_scatternd()))
+    for model in (proto, plain):
+        for available in (False, True):
+            flags = parse_plan(model, plugin_available=available).parser_flags
+            assert "ENABLE_PLUGIN_OVERRIDE" not in flags
+
+
+def _tiny_onnx_with_scatternd():
+    """A graph with a standard ScatterND (what a --portable SparseViT has instead of vitdeploy nodes)."""
+    import tempfile
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [4, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])
+    ind = helper.make_tensor("ind", TensorProto.INT64, [1, 1], [2])
+    upd = helper.make_tensor("upd", TensorProto.FLOAT, [1, 3], [1.0, 2.0, 3.0])
+    g = helper.make_graph([helper.make_node("ScatterND", ["images", "ind", "upd"], ["y"])], "p", [x], [y], [ind, upd])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+    path = os.path.join(tempfile.mkdtemp(), "portable.onnx")
+    onnx.save(m, path)
+    return path
+
+
+def test_library_is_not_loaded_for_a_model_without_vitdeploy_nodes():
+    """Defect 2: a portable model never needs (or gets) our library, even when one is available."""
+    from vitdeploy.engines.build import parse_plan
+
+    proto = onnx.load(_tiny_onnx_with_scatternd())
+    plan = parse_plan(proto, plugin_available=True)
+    assert not plan.load_plugin and plan.vitdeploy_nodes == 0 and plan.model is proto
+
+
+def test_only_vitdeploy_plugin_v3_layers_count_as_a_plugin_dependency():
+    """The manifest's plugin dependency comes from the network: TensorRT's own plugin layers (legacy
+    ScatterND in namespace "") do not make an engine depend on our library."""
+    from vitdeploy.engines.build import count_plugin_layers
+
+    layers = [("PLUGIN_V3", "vitdeploy"), ("PLUGIN_V2", ""), ("PLUGIN_V2", "vitdeploy"), ("PLUGIN_V3", ""),
+              ("SCATTER", None), ("PLUGIN_V3", "vitdeploy")]
+    assert count_plugin_layers(layers) == 2
+    assert count_plugin_layers([("GATHER", None)]) == 0
+
+
+def test_function_bodies_use_names_no_outer_tensor_can_capture():
+    """TensorRT 10.7's local-function importer let an outer tensor named like a body tensor capture it."""
+    from vitdeploy.export.window_ops import gather_function, scatter_function
+
+    for fn in (gather_function(20), scatter_function(20)):
+        names = list(fn.input) + list(fn.output) + [t for n in fn.node for t in list(n.input) + list(n.output)]
+        assert names and all(t.startswith("vitdeploy_") for t in names if t), [t for t in names
+                                                                               if not t.startswith("vitdeploy_")]
+
+
+def test_bad_plugin_lib_env_is_a_user_error_naming_it(tmp_path, monkeypatch):
+    """Item 7: a bad $VITDEPLOY_PLUGIN_LIB was swallowed and `build` made an engine without the plugin."""
+    from vitdeploy.engines.build import build_engine
+
+    onnx_path = _tiny_onnx(tmp_path / "t.onnx")
+
+    missing = tmp_path / "gone" / "libvitdeploy_plugins.so"
+    monkeypatch.setenv("VITDEPLOY_PLUGIN_LIB", str(missing))
+    with pytest.raises(UserError, match=f"{missing}: VITDEPLOY_PLUGIN_LIB"):
+        build_engine(onnx_path, tmp_path / "m.engine")
+    monkeypatch.delenv("VITDEPLOY_PLUGIN_LIB")
+    with pytest.raises(UserError, match=f"{missing}: plugin library not found"):
+        build_engine(onnx_path, tmp_path / "m.engine", plugin_lib=str(missing))
+    assert not (tmp_path / "m.engine").exists()
 
 
 # ---------------------------------------------------------------- tier 3: TensorRT
@@ -346,7 +465,13 @@ def test_trt_swin_with_and_without_plugin(tmp_path):
 
     if tuple(int(v) for v in trt.__version__.split(".")[:2]) >= (10, 7):
         assert with_p["builder_options"]["plugin_layers"] > 0 and with_p["plugin_lib_sha256"]
+    # built after the library was registered in this process: the inlined copy still has no plugin layer
     assert without["builder_options"]["plugin_layers"] == 0 and without["plugin_lib_sha256"] is None
+    assert without["builder_options"]["window_ops_inlined"] is True
+    from vitdeploy import plugins
+
+    ours = plugins.registered_creators(trt)
+    assert {(c["name"], c["version"]) for c in ours} == {(op, "1") for op in plugins.PLUGIN_OPS}
     x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
     with TrtRunner(tmp_path / "p.engine", plugin_lib=lib) as a, TrtRunner(tmp_path / "n.engine") as b:
         ya = a.infer({"images": x})[a.outputs[0].name]
@@ -354,6 +479,25 @@ def test_trt_swin_with_and_without_plugin(tmp_path):
     # both run the same index math: the plugin copies windows exactly like the function body
     assert _rel(yb, ya) < 1e-4
     assert _rel(_torch_ref(model, x), ya) < 1e-4
+
+
+@pytest.mark.tensorrt
+@requires_trt
+def test_trt_portable_fp16_sparsevit_has_no_plugin_dependency(tmp_path):
+    """Defect 2: with the library loaded (and Polygraphy's init_libnvinfer_plugins registering the legacy
+    ScatterND plugin), a --portable fp16 SparseViT still builds from standard ops only."""
+    from vitdeploy import jobs, plugins
+    from vitdeploy.engines.build import build_engine
+    from vitdeploy.models.sparsity import SparsityConfig
+
+    lib = _plugin_lib_or_skip()
+    plugins.load(lib)
+    sp = SparsityConfig(ratios=[[0.5] * 2, [0.5] * 2, [0.5] * 6, [0.0, 0.0]])
+    onnx_path = tmp_path / "portable_fp16.onnx"
+    jobs.export("swin_t", onnx_path, img_size=224, sparsity=sp, precision="fp16", portable=True, validate=False)
+    man = build_engine(onnx_path, tmp_path / "p.engine", plugin_lib=lib, max_batch=2, opt_batch=2)
+    assert man["builder_options"]["plugin_nodes_in_onnx"] == 0 and man["builder_options"]["plugin_layers"] == 0
+    assert man["plugin_lib_sha256"] is None and man["builder_options"]["parser_flags"] == []
 
 
 @pytest.mark.tensorrt
@@ -394,11 +538,13 @@ def test_cpp_runner_matches_trt_runner(tmp_path):
     got = np.load(outdir / (first.replace("/", "_") + ".npy"))
     assert got.shape == ref.shape and got.dtype == np.float32
     np.testing.assert_array_equal(got, ref)
+    # a bare file name in the current directory: dlopen does not search the cwd, the runner resolves it
+    bare = [str(runner_bin), "--engine", str(engine), "--plugins", os.path.basename(str(lib)), "--iters", "1"]
+    proc = subprocess.run(bare, capture_output=True, text=True, timeout=300, cwd=os.path.dirname(str(lib)))
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_profile_defaults_follow_the_onnx_batch():
-    from vitdeploy.engines.manifest import profile_from_batches
-
     dyn = profile_from_batches(["batch", 3, 224, 224])
     assert (dyn["min"][0], dyn["opt"][0], dyn["max"][0]) == (1, 1, 16)
     assert profile_from_batches(["batch", 3, 224, 224], opt_batch=32)["max"][0] == 32
@@ -414,8 +560,21 @@ def test_cli_build_without_tensorrt_exits_2_with_install_line(tmp_path):
         pytest.skip("TensorRT is importable here; this checks the message on machines without it")
     onnx_path = tmp_path / "m.onnx"
     _tiny_onnx(onnx_path)
-    res = subprocess.run([sys.executable, "-m", "vitdeploy.cli", "build", str(onnx_path), "-o", str(tmp_path / "m.engine")],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "vitdeploy.cli", "build", str(onnx_path), "-o",
+                          str(tmp_path / "m.engine")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "pip install 'vitdeploy[tensorrt]'" in res.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_cli_build_with_a_bad_plugin_lib_env_exits_2_naming_it(tmp_path):
+    import sys
+
+    onnx_path = _tiny_onnx(tmp_path / "m.onnx")
+    missing = tmp_path / "nowhere" / "libvitdeploy_plugins.so"
+    env = dict(os.environ, VITDEPLOY_PLUGIN_LIB=str(missing))
+    res = subprocess.run([sys.executable, "-m", "vitdeploy.cli", "build", str(onnx_path), "-o",
+                          str(tmp_path / "m.engine")], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert str(missing) in res.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "m.engine").exists()

@@ -4,6 +4,14 @@
 - Plugin + runner sources: g++ -Wall -Wextra -Werror against TensorRT headers named by
   $VITDEPLOY_TRT_INCLUDE or $TensorRT_ROOT (skipped otherwise; CI has none). With nvcc too, the plugin
   library is linked and driven through getCreators by csrc/tests/pluginSmokeTest.cpp (no libnvinfer).
+- The CMake build against those headers and a stub libnvinfer built here (it exports the symbols the
+  libraries link to, and counts getPluginRegistry calls: it checks linkage, it fakes no result): the
+  static-registration library keeps libnvinfer in DT_NEEDED and reaches getPluginRegistry when dlopen'ed
+  after a RTLD_LOCAL libnvinfer (as under Triton); kernel launchers stay private to the plugin libraries;
+  headers and a libnvinfer of another major fail configure with one line; the TensorRT-major check of
+  plugins.load() reads the built library.
+- The short-row (flat grid) kernel bodies, run on the host over every thread of their launch grid,
+  match vitdeploy.plugins.reference (g++ only).
 - Specs / READMEs / sources agree; plugins.info()/build() behave without TensorRT.
 - The runner's .npy reader/writer and float16 conversion match NumPy (g++ only).
 """
@@ -14,20 +22,24 @@ import ctypes
 import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from vitdeploy import plugins
 from vitdeploy.errors import UserError
 from vitdeploy.plugins import reference
+from vitdeploy.plugins.build import find_nvcc
 
 CSRC = plugins.csrc_dir()
 RUNNER_SRC = plugins.runner_src_dir()
-NVCC = plugins._find_nvcc()
+NVCC = find_nvcc()
 GXX = shutil.which("g++")
 CMAKE = shutil.which("cmake")
 PLUGIN_DIRS = {"WindowGather": CSRC / "windowGatherPlugin", "WindowScatter": CSRC / "windowScatterPlugin"}
@@ -70,9 +82,7 @@ def _run(cmd, **kw):
 
 
 def _spec(name):
-    path = PLUGIN_DIRS[name] / f"{name}_PluginConfig.yaml"
-    text = "".join(line for line in path.read_text().splitlines(True) if not line.lstrip().startswith("#"))
-    return json.loads(text)
+    return yaml.safe_load((PLUGIN_DIRS[name] / f"{name}_PluginConfig.yaml").read_text())
 
 
 # ---------------------------------------------------------------------------------------------- kernels
@@ -178,6 +188,192 @@ def test_plugin_library_through_getcreators(plugin_objects):
     assert info["library_info"]["registration"] == "dynamic"
 
 
+# ---------------------------------------------------------------------------------------------- CMake build
+
+def _headers_major(include: Path) -> int:
+    text = (include / "NvInferVersion.h").read_text()
+    for pattern in (r"#define TRT_MAJOR_ENTERPRISE +(\d+)", r"#define NV_TENSORRT_MAJOR +(\d+)"):
+        m = re.search(pattern, text)
+        if m:
+            return int(m.group(1))
+    raise AssertionError(f"no major version in {include}/NvInferVersion.h")
+
+
+_STUB_NVINFER = r"""
+// A stand-in libnvinfer: the symbols vitdeploy's libraries link to, and a counter of getPluginRegistry calls.
+#include <cstdint>
+namespace nvinfer1 { class IPluginRegistry; class ILogger; }
+static int32_t gRegistryCalls = 0;
+extern "C" nvinfer1::IPluginRegistry* getPluginRegistry() noexcept { ++gRegistryCalls; return nullptr; }
+extern "C" nvinfer1::ILogger* getLogger() noexcept { return nullptr; }
+extern "C" int32_t stubRegistryCalls() { return gRegistryCalls; }
+extern "C" void* createInferRuntime_INTERNAL(void*, int32_t) noexcept { return nullptr; }  // "no runtime"
+"""
+
+
+def _stub_nvinfer(out: Path, major: int) -> Path:
+    src = out / "stub_nvinfer.cpp"
+    src.write_text(_STUB_NVINFER)
+    lib = out / f"libnvinfer.so.{major}"
+    _run([GXX, "-std=c++17", "-shared", "-fPIC", *WARN, f"-Wl,-soname,libnvinfer.so.{major}", src, "-o", lib])
+    return lib
+
+
+needs_cmake_build = pytest.mark.skipif(
+    TRT_INCLUDE is None or GXX is None or NVCC is None or CMAKE is None,
+    reason="TensorRT headers (VITDEPLOY_TRT_INCLUDE), g++, nvcc and cmake are all needed for the CMake build")
+
+
+@pytest.fixture(scope="module")
+def stub_build(tmp_path_factory):
+    """`vitdeploy plugins build` (CMake, -Werror, sm_90, with the runner) against the headers and a stub
+    libnvinfer of their major."""
+    root = tmp_path_factory.mktemp("stub_build")
+    stub_dir = root / "stub"
+    stub_dir.mkdir()
+    stub = _stub_nvinfer(stub_dir, _headers_major(TRT_INCLUDE))
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("TensorRT_ROOT", "VITDEPLOY_TRT_INCLUDE"):
+            mp.delenv(var, raising=False)
+        mp.setenv("TensorRT_INCLUDE_DIR", str(TRT_INCLUDE))
+        mp.setenv("TensorRT_LIB_DIR", str(stub_dir))
+        res = plugins.build(build_dir=root / "b", cuda_archs="90", with_runner=True, werror=True,
+                            require_tensorrt=True)
+    return res, stub
+
+
+def _dynamic_section(lib) -> str:
+    return _run(["readelf", "-d", lib]).stdout
+
+
+def _exported(lib) -> set:
+    out = _run(["nm", "-D", "--defined-only", lib]).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+@needs_cmake_build
+def test_static_registration_library_needs_libnvinfer_and_registers_after_rtld_local(stub_build):
+    res, stub = stub_build
+    static_lib = res["static_registration_library"]
+    assert static_lib, res
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", _dynamic_section(static_lib))
+    assert stub.name in needed, needed
+    # A host that loads libnvinfer RTLD_LOCAL first, then dlopens the library (Triton's TensorRT backend).
+    host = ("import ctypes, sys\n"
+            "nv = ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_LOCAL)\n"
+            "ctypes.CDLL(sys.argv[2], mode=ctypes.RTLD_LOCAL)\n"
+            "print(nv.stubRegistryCalls())\n")
+    proc = subprocess.run([sys.executable, "-c", host, str(stub), static_lib], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.strip().splitlines()[-1]) >= 1, "the static initializer never reached getPluginRegistry"
+
+
+@needs_cmake_build
+def test_plugin_libraries_export_only_their_entry_points(stub_build):
+    res, _ = stub_build
+    launchers = {"vitdeployWindowGather", "vitdeployWindowScatter", "vitdeployWindowScatterInPlace"}
+    dynamic, static = _exported(res["library"]), _exported(res["static_registration_library"])
+    assert not launchers & dynamic and not launchers & static
+    assert {"getCreators", "setLoggerFinder", "vitdeployInitPlugins", "vitdeployPluginLibraryInfo"} <= dynamic
+    assert "getCreators" not in static and "vitdeployPluginLibraryInfo" in static
+    assert launchers <= _exported(res["kernels_library"])  # the ctypes/benchmark library keeps them
+
+
+@needs_cmake_build
+def test_runner_links_and_checks_plugin_paths_before_touching_tensorrt(stub_build, tmp_path):
+    res, _ = stub_build
+    runner, lib = res["runner"], Path(res["library"])
+    assert runner, res
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    proc = subprocess.run([runner, "--engine", engine, "--plugins", "nosuch.so"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2 and "nosuch.so: plugin library not found" in proc.stderr, proc.stderr
+    # a bare name in the current directory resolves (dlopen alone would not search it); then the stub
+    # libnvinfer has no runtime to give, which the runner reports as a failure (exit 1), not a crash
+    proc = subprocess.run([runner, "--engine", engine, "--plugins", lib.name], capture_output=True, text=True,
+                          timeout=60, cwd=lib.parent)
+    assert proc.returncode == 1 and "could not create the TensorRT runtime" in proc.stderr, proc.stderr
+
+
+@needs_cmake_build
+def test_load_checks_the_tensorrt_major_the_library_was_built_against(stub_build):
+    res, _ = stub_build
+    major = _headers_major(TRT_INCLUDE)
+    for lib, registration in ((res["library"], "dynamic"), (res["static_registration_library"], "static")):
+        meta = plugins.library_info(lib)
+        assert meta["registration"] == registration and meta["ops"] == list(plugins.PLUGIN_OPS)
+        assert meta["tensorrt_headers"] == res["tensorrt_version"]
+        plugins.check_tensorrt_major(meta, f"{major}.0.0.1", lib)  # same major: fine
+        for other in (f"{major + 1}.1.0.106", f"{major - 1}.16.0.1"):
+            with pytest.raises(UserError, match=r"vitdeploy plugins build --tensorrt-root") as ei:
+                plugins.check_tensorrt_major(meta, other, lib)
+            assert str(lib) in str(ei.value) and other in str(ei.value) and "\n" not in str(ei.value)
+
+
+@needs_cmake_build
+def test_cmake_refuses_a_libnvinfer_of_another_major(tmp_path, monkeypatch):
+    major = _headers_major(TRT_INCLUDE)
+    stub_dir = tmp_path / "stub"
+    stub_dir.mkdir()
+    other = _stub_nvinfer(stub_dir, major - 1)
+    for var in ("TensorRT_ROOT", "VITDEPLOY_TRT_INCLUDE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TensorRT_INCLUDE_DIR", str(TRT_INCLUDE))
+    monkeypatch.setenv("TensorRT_LIB_DIR", str(stub_dir))
+    with pytest.raises(UserError) as ei:
+        plugins.build(build_dir=tmp_path / "b", cuda_archs="90", with_runner=False)
+    msg = str(ei.value)
+    assert f"need libnvinfer.so.{major}" in msg and str(other) in msg and "\n" not in msg
+    assert not (tmp_path / "b" / plugins.LIBRARY_NAME).exists()
+
+
+# ---------------------------------------------------------------------------------------------- short rows
+
+@pytest.fixture(scope="module")
+def flat_host_tool(tmp_path_factory):
+    if GXX is None or CUDA_INCLUDE is None:
+        pytest.skip("g++ or the CUDA headers not found")
+    out = tmp_path_factory.mktemp("flat") / "flatKernelsHostTest"
+    _run([GXX, "-std=c++17", "-O2", *WARN, "-I", CSRC / "common", "-isystem", CUDA_INCLUDE,
+          CSRC / "tests" / "flatKernelsHostTest.cpp", "-o", out])
+    return out
+
+
+# (B, nW, C, K, dtype): Swin-T token rows (C=96, 192/384 B), K > nW (repeats), odd rows (10 B -> 2-byte vectors)
+FLAT_CASES = [(2, 300, 96, 211, np.float16), (2, 300, 96, 211, np.float32), (3, 40, 5, 64, np.float16),
+              (1, 17, 8, 0, np.float32), (2, 50, 3, 49, np.float32)]
+
+
+@pytest.mark.parametrize("case", FLAT_CASES, ids=lambda c: f"B{c[0]}_nW{c[1]}_C{c[2]}_K{c[3]}_{np.dtype(c[4]).name}")
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64], ids=["i32", "i64"])
+@pytest.mark.parametrize("max_blocks", [3, 2112], ids=["grid_wraps", "h200_grid"])
+def test_flat_kernel_bodies_match_reference_on_host(flat_host_tool, tmp_path, case, index_dtype, max_blocks):
+    B, nW, C, K, dtype = case
+    rng = np.random.default_rng(B * 1000 + nW + C + K)
+    x = rng.standard_normal((B, nW, 1, C)).astype(dtype)
+    src = rng.standard_normal((B, K, 1, C)).astype(dtype)
+    idx = rng.integers(0, nW, (B, K)) if K > nW else np.stack([rng.permutation(nW)[:K] for _ in range(B)])
+    if K:
+        idx[:, :: max(K // 4, 1)] = rng.choice([-1, nW, nW + 5, -nW], size=idx[:, :: max(K // 4, 1)].shape)
+    idx = idx.astype(index_dtype)
+    row_bytes = C * x.itemsize
+    vec = next(w for w in (16, 8, 4, 2, 1) if row_bytes % w == 0)
+    files = {n: tmp_path / f"{n}.bin" for n in ("x", "idx", "src", "out")}
+    for n, a in (("x", x), ("idx", idx), ("src", src)):
+        files[n].write_bytes(np.ascontiguousarray(a).tobytes())
+    want = {"gather": reference.window_gather_ref(x, idx),
+            "scatter": reference.window_scatter_ref(x, idx, src),
+            "scatter_inplace": reference.window_scatter_ref(x, idx, src)}
+    for op, expected in want.items():
+        proc = _run([flat_host_tool, op, vec, idx.itemsize, B, nW, K, row_bytes, max_blocks,
+                     files["x"], files["idx"], files["src"], files["out"]])
+        assert f"rowVecs={row_bytes // vec}" in proc.stdout
+        got = np.frombuffer(files["out"].read_bytes(), dtype=dtype).reshape(expected.shape)
+        np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8), err_msg=op)
+
+
 # ---------------------------------------------------------------------------------------------- specs
 
 @pytest.mark.parametrize("name", plugins.PLUGIN_OPS)
@@ -260,8 +456,8 @@ def test_library_path_finds_the_default_build(tmp_path, monkeypatch):
     built.write_bytes(b"not really a library")
     assert plugins.library_path() == built
     info = plugins.info()
-    assert info["exists"] and "load_error" in info  # ctypes refuses it; info reports instead of raising
-    with pytest.raises(UserError, match="cannot load"):
+    assert info["exists"] and "load_error" in info  # info reports instead of raising
+    with pytest.raises(UserError, match=f"{built}: not a vitdeploy plugin library"):
         plugins.load()
 
 

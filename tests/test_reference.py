@@ -135,7 +135,8 @@ def test_not_a_reference_file(tmp_path):
 
 def test_engine_finds_the_reference_beside_its_onnx(tmp_path):
     """An engine's manifest names its ONNX; the reference beside that ONNX is the engine's."""
-    from vitdeploy.engines.manifest import make_manifest, profile_from_batches
+    from vitdeploy.engines.manifest import make_manifest
+    from vitdeploy.engines.profiles import profile_from_batches
 
     (tmp_path / "src").mkdir()
     onnx_path = make_tiny_onnx(tmp_path / "src" / "t.onnx")

@@ -60,7 +60,8 @@ def fake_engine(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("engine")
     eng = d / "s.engine"
     eng.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    from vitdeploy.engines.manifest import make_manifest, profile_from_batches
+    from vitdeploy.engines.manifest import make_manifest
+    from vitdeploy.engines.profiles import profile_from_batches
 
     shape = ["batch", 3, 672, 672]
     manifest = make_manifest(

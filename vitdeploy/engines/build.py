@@ -1,6 +1,6 @@
 """ONNX -> TensorRT engine (+ manifest), on Polygraphy's TensorRT backend (DESIGN decision 11).
 
-Polygraphy does the parsing, config and building (`NetworkFromOnnxPath`, `CreateConfig`,
+Polygraphy does the network creation, config and building (`BaseNetworkFromOnnx`, `CreateConfig`,
 `Profile`, `EngineBytesFromNetwork`, `save_timing_cache`); this module adds only what it does not
 know: which plugin library to load, one batch profile derived from the ONNX, the manifest, parser
 errors with node names, progress, and atomic output.
@@ -11,11 +11,19 @@ TensorRT OSS Python bindings source `python/src/parsers/pyOnnx.cpp`):
   "Deprecated ... Strongly typed mode is always enabled. This flag is retained ... but is
   ignored"). We always build strongly typed: the ONNX's types decide precision (decision 6), on
   10.x exactly as on 11.x; there is no FP16 builder flag (removed in 11.0).
-- `OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE` (TRT >= 10.15; value 3 in NvOnnxParser.h): set when
-  present and a plugin library is loaded. Our nodes also carry `plugin_namespace`, which makes
-  10.15+/11.x prefer a registered plugin even without the flag; 10.7-10.14 prefer plugins over
-  local functions anyway; < 10.7 always inline the function body (export-and-tensorrt.md §2).
-  We set flags with `parser.set_flag` so the parser's defaults (e.g. NATIVE_INSTANCENORM) stay.
+- What the parser gets is decided by `parse_plan`, a pure function (tier-1 tested): TensorRT's
+  plugin registry is process-global and from 10.7 the parser prefers a registered plugin over a
+  model-local function (10.15+/11.x: any node with a `plugin_namespace` attribute), so a build
+  without the plugin parses a copy with the local functions inlined (`onnx.inliner`): no vitdeploy
+  node reaches the parser, whatever was loaded earlier in the process.
+- `OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE` is never set: Polygraphy's loader calls
+  `trt.init_libnvinfer_plugins(logger, "")`, which registers the legacy `ScatterND` /
+  `ScatterElements` plugins in namespace "", and with the flag "a loaded plugin with the same name
+  as an ONNX operator type" replaces the standard op even without a namespace attribute
+  (NvOnnxParser.h): a portable SparseViT's ScatterND nodes would become that fp32/int32-only plugin.
+- The manifest's plugin dependency comes from the built network: PLUGIN_V3 layers whose plugin
+  namespace is `vitdeploy` (`IPluginV3Layer.plugin.get_capability_interface(CORE).plugin_namespace`),
+  never from whether a library path was given.
 - `IParserError.node_name()/node_operator()/desc()/code()/local_function_stack()` (Python names
   from pyOnnx.cpp; C++ `nodeName`/`nodeOperator`/`localFunctionStack` listed in the 10.x
   `IParserError` reference).
@@ -23,38 +31,39 @@ TensorRT OSS Python bindings source `python/src/parsers/pyOnnx.cpp`):
   `step_complete(phase_name, step) -> bool` (False cancels), `phase_finish(phase_name)`; must be
   thread-safe. Set through Polygraphy's `CreateConfig(progress_monitor=...)`.
 - `IPluginRegistry.load_library(path)` (TRT >= 10.0; C++ `loadLibrary`, present since 8.6) loads
-  a library through its `getCreators`/`setLoggerFinder` entry points (decision 7). Polygraphy's
-  `LoadPlugins` only `ctypes.CDLL`s a library, which registers nothing for such a library.
+  a library through its `getCreators`/`setLoggerFinder` entry points (decision 7), done by
+  `vitdeploy.plugins.load`. Polygraphy's `LoadPlugins` only `ctypes.CDLL`s a library, which registers
+  nothing for such a library.
 - `IBuilderConfig.builder_optimization_level` (TRT >= 8.6, default 3, max 5),
   `set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)` (TRT >= 8.4), `INetworkDefinition`
   `get_input/get_output(i).name/.shape/.dtype`, `trt.nptype(DataType)`, `LayerType.PLUGIN_V3`
-  (TRT >= 10.0; `PLUGIN_V2`/`PLUGIN` for older plugin layers).
+  (TRT >= 10.0).
 - TF32 stays off (Polygraphy's default `tf32=False`): fp32 engines are compared against PyTorch
   with fp32 thresholds (max relative error 1e-4), which TF32 matmuls would not meet.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Union
+from typing import Callable, Iterable, Optional, Tuple, Union
 
-from vitdeploy.engines.manifest import (
-    atomic_write_bytes, current_environment, import_tensorrt, make_manifest, manifest_path,
-    profile_from_batches, resolve_plugin_lib, sha256_file, write_manifest,
-)
+import onnx
+
+from vitdeploy import optional, plugins
+from vitdeploy.engines.manifest import current_environment, make_manifest, manifest_path, write_manifest
+from vitdeploy.engines.profiles import profile_from_batches
 from vitdeploy.errors import CheckFailed, UserError
-
-CUSTOM_DOMAIN = "vitdeploy"
-PLUGIN_OPS = ("WindowGather", "WindowScatter")
+from vitdeploy.export.window_ops import DOMAIN
+from vitdeploy.fileio import atomic_write_bytes, file_sha256
 
 
 def inspect_onnx(onnx_path) -> dict:
     """Inputs, outputs, vitdeploy metadata, plugin-node count and precision of an ONNX file."""
-    import onnx
-
     from vitdeploy.export.onnx import load_onnx
 
     proto = load_onnx(onnx_path)
@@ -71,49 +80,87 @@ def inspect_onnx(onnx_path) -> dict:
               for i in proto.graph.input if i.name not in init_names]
     outputs = [{"name": o.name, "shape": dims(o), "dtype": dtype(o)} for o in proto.graph.output]
     meta = {p.key: p.value for p in proto.metadata_props if p.key.startswith("vitdeploy.")}
-    plugin_nodes = sum(1 for n in proto.graph.node if n.domain == CUSTOM_DOMAIN and n.op_type in PLUGIN_OPS)
     precision = meta.get("vitdeploy.precision")
     if precision not in ("fp32", "fp16"):
         precision = "fp16" if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer) \
             else "fp32"
-    return {"inputs": inputs, "outputs": outputs, "metadata": meta, "plugin_nodes": plugin_nodes,
-            "precision": precision}
+    return {"proto": proto, "inputs": inputs, "outputs": outputs, "metadata": meta,
+            "plugin_nodes": vitdeploy_node_count(proto), "precision": precision}
 
 
-def load_plugin_library(path: str):
-    """Register the plugin library's creators with TensorRT's plugin registry.
+# ------------------------------------------------------------------------------ what the parser gets
 
-    Prefers `vitdeploy.plugins.load` (written alongside the library; it may do more, such as
-    version checks) and falls back to `IPluginRegistry.load_library`.
+# Parser flags we set on top of the parser's defaults, by OnnxParserFlag name. ENABLE_PLUGIN_OVERRIDE
+# is deliberately absent (module docstring); nothing else is needed.
+PARSER_FLAGS: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParsePlan:
+    model: onnx.ModelProto  # what TensorRT's ONNX parser is given
+    load_plugin: bool  # register the plugin library before parsing
+    parser_flags: Tuple[str, ...]  # OnnxParserFlag names to set
+    vitdeploy_nodes: int  # vitdeploy nodes in the original graph
+
+
+def vitdeploy_node_count(proto: onnx.ModelProto) -> int:
+    return sum(1 for n in proto.graph.node if n.domain == DOMAIN)
+
+
+def parse_plan(proto: onnx.ModelProto, plugin_available: bool) -> ParsePlan:
+    """What the parser gets. Pure: no TensorRT, no files.
+
+    With vitdeploy nodes and a plugin library: the model as is, and the library is loaded. Otherwise
+    (no library, a no-plugin build, or no vitdeploy nodes at all) the library is not loaded, and
+    any vitdeploy nodes are replaced by their function bodies here, so the parser never sees one
+    (it would pick a registered plugin over the body, from TensorRT 10.7).
     """
-    try:
-        from vitdeploy import plugins
+    count = vitdeploy_node_count(proto)
+    if count and plugin_available:
+        return ParsePlan(proto, True, PARSER_FLAGS, count)
+    if not count:
+        return ParsePlan(proto, False, PARSER_FLAGS, 0)
+    from onnx.inliner import inline_local_functions
 
-        loader = getattr(plugins, "load", None)
-    except Exception:
-        loader = None
-    if loader is not None:
-        return loader(path)
-    trt = import_tensorrt()
-    handle = trt.get_plugin_registry().load_library(str(path))
-    if not handle:
-        raise UserError(f"{path}: TensorRT could not load this plugin library (built for another "
-                        "TensorRT/CUDA?); rebuild it with `vitdeploy plugins build`")
-    return handle
+    inlined = inline_local_functions(proto)
+    left = [n.name or n.op_type for n in inlined.graph.node if n.domain == DOMAIN]
+    if left:
+        raise UserError(f"the ONNX has vitdeploy nodes without a function body ({', '.join(left[:3])}); "
+                        "export it again with vitdeploy export, or build with the plugin library")
+    del inlined.functions[:]
+    kept = [o for o in inlined.opset_import if o.domain != DOMAIN]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(kept)
+    return ParsePlan(inlined, False, PARSER_FLAGS, count)
 
 
-def _format_parser_errors(parser, onnx_path) -> str:
+def count_plugin_layers(layers: Iterable[Tuple[str, Optional[str]]]) -> int:
+    """How many (layer kind, plugin namespace) pairs are vitdeploy plugin layers."""
+    return sum(1 for kind, namespace in layers if kind == "PLUGIN_V3" and namespace == plugins.PLUGIN_NAMESPACE)
+
+
+def _network_layers(trt, network):
+    """(kind, plugin namespace or None) of every layer, read the way Polygraphy casts layers."""
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        kind = layer.type.name  # pybind11 enum member name, e.g. "PLUGIN_V3"
+        namespace = None
+        if layer.type == trt.LayerType.PLUGIN_V3:
+            layer.__class__ = trt.IPluginV3Layer
+            core = layer.plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
+            namespace = getattr(core, "plugin_namespace", None)
+        yield kind, namespace
+
+
+# ------------------------------------------------------------------------------ parsing
+
+def _format_parser_errors(parser) -> str:
     msgs = []
     for i in range(parser.num_errors):
         err = parser.get_error(i)
-        node_name = getattr(err, "node_name", lambda: "")() or ""
-        node_op = getattr(err, "node_operator", lambda: "")() or ""
-        stack = []
-        if hasattr(err, "local_function_stack"):
-            try:
-                stack = list(err.local_function_stack())
-            except Exception:
-                stack = []
+        node_name = err.node_name() or ""
+        node_op = err.node_operator() or ""
+        stack = list(err.local_function_stack())
         where = f"node {node_name!r} ({node_op})" if node_name or node_op else f"node #{err.node()}"
         if stack:
             where += f" inside function {' > '.join(stack)}"
@@ -121,29 +168,31 @@ def _format_parser_errors(parser, onnx_path) -> str:
     return "; ".join(msgs) if msgs else "the parser reported failure without details"
 
 
-def _network_loader(onnx_path: str, parser_flags: List):
-    """A Polygraphy NetworkFromOnnxPath that reports parser errors with node names.
+def _network_loader(trt, onnx_path: str, plan: ParsePlan):
+    """Polygraphy's strongly typed network + parser, fed the plan's model; parser errors with node names.
 
     Polygraphy logs parser errors and raises a generic "Could not parse ONNX correctly"; we keep
-    its network/parser creation (strongly typed) and format the errors ourselves.
+    its network/parser creation and parse ourselves. `path` lets the parser find external weights.
     """
-    from polygraphy.backend.trt import NetworkFromOnnxPath
     from polygraphy.backend.trt.loader import BaseNetworkFromOnnx
 
-    class _Loader(NetworkFromOnnxPath):
+    model_bytes = plan.model.SerializeToString()
+
+    class _Loader(BaseNetworkFromOnnx):
         def call_impl(self):
             base_impl = getattr(BaseNetworkFromOnnx.call_impl, "__wrapped__", BaseNetworkFromOnnx.call_impl)
             builder, network, parser = base_impl(self)
-            for flag in parser_flags:
-                parser.set_flag(flag)
-            ok = parser.parse_from_file(str(self.path))
+            for name in plan.parser_flags:
+                parser.set_flag(getattr(trt.OnnxParserFlag, name))
+            ok = parser.parse(model_bytes, str(onnx_path))
             if not ok or parser.num_errors > 0:
-                raise UserError(f"{onnx_path}: TensorRT cannot parse this ONNX: "
-                                f"{_format_parser_errors(parser, onnx_path)}")
+                raise UserError(f"{onnx_path}: TensorRT cannot parse this ONNX: {_format_parser_errors(parser)}")
             return builder, network, parser
 
-    return _Loader(str(onnx_path), strongly_typed=True)
+    return _Loader(strongly_typed=True)
 
+
+# ------------------------------------------------------------------------------ progress
 
 class _Heartbeat:
     """Elapsed-time progress while the builder runs (it gives no output for minutes)."""
@@ -168,14 +217,11 @@ class _Heartbeat:
 
 
 def _progress_monitor(trt, progress: Callable[[str], None]):
-    """A TensorRT IProgressMonitor reporting top-level builder phases, or None before TRT 10."""
-    base = getattr(trt, "IProgressMonitor", None)
-    if base is None:
-        return None
+    """A TensorRT IProgressMonitor reporting top-level builder phases."""
 
-    class _Monitor(base):
+    class _Monitor(trt.IProgressMonitor):
         def __init__(self):
-            base.__init__(self)
+            trt.IProgressMonitor.__init__(self)
             self._lock = threading.Lock()
 
         def phase_start(self, phase_name, parent_phase, num_steps):
@@ -193,17 +239,37 @@ def _progress_monitor(trt, progress: Callable[[str], None]):
 
 
 def _tensor_info(trt, tensor) -> dict:
-    try:
-        dtype = __import__("numpy").dtype(trt.nptype(tensor.dtype)).name
-    except Exception:
-        dtype = str(tensor.dtype)
+    import numpy as np
+
+    dtype = np.dtype(trt.nptype(tensor.dtype)).name
     shape = [int(d) if int(d) >= 0 else "batch" if i == 0 else "?" for i, d in enumerate(tensor.shape)]
     return {"name": tensor.name, "shape": shape, "dtype": dtype}
 
 
-def _plugin_layer_count(trt, network) -> int:
-    kinds = {getattr(trt.LayerType, k) for k in ("PLUGIN_V3", "PLUGIN_V2", "PLUGIN") if hasattr(trt.LayerType, k)}
-    return sum(1 for i in range(network.num_layers) if network.get_layer(i).type in kinds)
+# ------------------------------------------------------------------------------ build
+
+def _check_outputs(engine_path: Path, timing_cache: Optional[str]) -> None:
+    if engine_path.is_dir():
+        raise UserError(f"{engine_path}: is a directory; give an engine file path such as model.engine")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(engine_path.parent, os.W_OK):
+        raise UserError(f"{engine_path.parent}: directory is not writable")
+    if timing_cache is not None and Path(timing_cache).is_dir():
+        raise UserError(f"{timing_cache}: timing cache must be a file path")
+
+
+def _plugin_library(plugin_lib: Union[str, None, bool], plugin_nodes: int,
+                    progress: Callable[[str], None]) -> Optional[str]:
+    """The library to use for this build, or None (then the window ops are inlined)."""
+    if plugin_lib is False:
+        return None
+    lib = plugins.library_path(plugin_lib or None)  # a bad explicit path or $VITDEPLOY_PLUGIN_LIB: UserError
+    if lib is not None and not plugin_nodes:
+        progress(f"not loading {lib}: the ONNX has no vitdeploy nodes")
+        return None
+    if lib is None and plugin_nodes:
+        progress("no plugin library found: the window gather/scatter nodes are inlined as standard ops")
+    return str(lib) if lib else None
 
 
 def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] = None, min_batch: Optional[int] = None,
@@ -212,9 +278,9 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
                  progress: Optional[Callable[[str], None]] = None) -> dict:
     """Build `engine_path` from `onnx_path` and write `<engine_path>.json`; returns the manifest.
 
-    plugin_lib: a path; None = `vitdeploy.plugins.library_path()` when the ONNX has vitdeploy
-    window nodes and the library is built (else the nodes run as their ONNX function bodies);
-    False = never load a plugin (the function bodies are used).
+    plugin_lib: a path; None = `vitdeploy.plugins.library_path()` (explicit env var or default
+    build) when the ONNX has vitdeploy window nodes; False = never use the plugin (the nodes are
+    inlined as their standard-op bodies before parsing).
     """
     progress = progress or (lambda msg: None)
     info = inspect_onnx(onnx_path)
@@ -229,64 +295,42 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
     if workspace_gib is not None and not workspace_gib > 0:
         raise UserError(f"workspace {workspace_gib!r} GiB: must be > 0")
     engine_path = Path(engine_path)
-    if engine_path.is_dir():
-        raise UserError(f"{engine_path}: is a directory; give an engine file path such as model.engine")
-    if not engine_path.parent.exists():
-        engine_path.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(engine_path.parent, os.W_OK):
-        raise UserError(f"{engine_path.parent}: directory is not writable")
-    if timing_cache is not None and Path(timing_cache).is_dir():
-        raise UserError(f"{timing_cache}: timing cache must be a file path")
+    _check_outputs(engine_path, timing_cache)
+    lib = _plugin_library(plugin_lib, info["plugin_nodes"], progress)
 
-    trt = import_tensorrt()
+    trt = optional.tensorrt()
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.logger import G_LOGGER
 
     env = current_environment()  # GPU name / compute capability: fail before a long build, not after
-
-    lib = None
-    if plugin_lib is not False:
-        lib = resolve_plugin_lib(plugin_lib or None, required=False)
-        if plugin_lib and lib is None:
-            raise UserError(f"{plugin_lib}: plugin library not found")
-    if lib:
+    plan = parse_plan(info["proto"], plugin_available=lib is not None)
+    if plan.load_plugin:
         progress(f"loading plugin library {lib}")
-        load_plugin_library(lib)
-    elif info["plugin_nodes"]:
-        progress("no plugin library loaded: the window gather/scatter nodes run as their ONNX function bodies")
-
-    flags = []
-    override = lib is not None and hasattr(trt.OnnxParserFlag, "ENABLE_PLUGIN_OVERRIDE")
-    if override:
-        flags.append(trt.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE)
+        lib = plugins.load(lib)
 
     progress(f"parsing {onnx_path} (TensorRT {trt.__version__}, strongly typed, {info['precision']})")
-    from polygraphy.logger import G_LOGGER
-
     with G_LOGGER.verbosity(G_LOGGER.WARNING):
-        builder, network, parser = _network_loader(str(onnx_path), flags)()
-    plugin_layers = _plugin_layer_count(trt, network)
-    if info["plugin_nodes"] and lib and plugin_layers == 0:
-        progress("note: this TensorRT inlined the window ops' function bodies instead of using the plugin "
-                 "(plugins take precedence from TensorRT 10.7)")
+        builder, network, parser = _network_loader(trt, str(onnx_path), plan)()
+    plugin_layers = count_plugin_layers(_network_layers(trt, network))
+    if plugin_layers and not plan.load_plugin:
+        raise CheckFailed(f"{onnx_path}: the network has {plugin_layers} vitdeploy plugin layers although the "
+                          "window ops were inlined; this is a vitdeploy bug")
+    if plan.load_plugin and not plugin_layers:
+        progress("note: this TensorRT used the window ops' function bodies instead of the plugin "
+                 "(plugins take precedence over local functions from TensorRT 10.7)")
 
-    pool_limits = None
-    if workspace_gib:
-        pool_limits = {trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))}
-    monitor = _progress_monitor(trt, progress)
+    pool_limits = {trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))} if workspace_gib else None
     load_cache = timing_cache if timing_cache and Path(timing_cache).is_file() else None
-    from polygraphy.exception import PolygraphyException
-
     progress(f"building engine: batch {min_batch}..{max_batch} (opt {opt_batch}), optimization level {opt_level}")
     t0 = time.monotonic()
-    from polygraphy.logger import G_LOGGER
-
     with G_LOGGER.verbosity(G_LOGGER.WARNING):
         config = CreateConfig(
             profiles=[Profile().add(inp["name"], shapes["min"], shapes["opt"], shapes["max"])],
             load_timing_cache=load_cache,
             builder_optimization_level=opt_level,
             memory_pool_limits=pool_limits,
-            progress_monitor=monitor,
+            progress_monitor=_progress_monitor(trt, progress),
             tf32=False,
         )
     try:
@@ -302,23 +346,22 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
         raise CheckFailed(f"TensorRT could not build an engine from {onnx_path} (see the log above)")
 
     data = bytes(memoryview(serialized))
-    inputs = [_tensor_info(trt, network.get_input(i)) for i in range(network.num_inputs)]
-    outputs = [_tensor_info(trt, network.get_output(i)) for i in range(network.num_outputs)]
-    import hashlib
-
+    uses_plugin = plugin_layers > 0
     manifest = make_manifest(
-        engine_path=engine_path, onnx_path=os.path.abspath(str(onnx_path)), onnx_sha256=sha256_file(onnx_path),
+        engine_path=engine_path, onnx_path=os.path.abspath(str(onnx_path)), onnx_sha256=file_sha256(onnx_path),
         onnx_metadata=info["metadata"], precision=info["precision"], profile={inp["name"]: shapes},
-        inputs=inputs, outputs=outputs, tensorrt_version=trt.__version__, gpu_name=env["gpu_name"],
-        compute_capability=env["compute_capability"], plugin_lib=lib if plugin_layers else None,
-        plugin_lib_sha256=sha256_file(lib) if (lib and plugin_layers) else None,
+        inputs=[_tensor_info(trt, network.get_input(i)) for i in range(network.num_inputs)],
+        outputs=[_tensor_info(trt, network.get_output(i)) for i in range(network.num_outputs)],
+        tensorrt_version=trt.__version__, gpu_name=env["gpu_name"], compute_capability=env["compute_capability"],
+        plugin_lib=lib if uses_plugin else None, plugin_lib_sha256=file_sha256(lib) if uses_plugin else None,
         engine_sha256=hashlib.sha256(data).hexdigest(), build_time_s=build_time,
         builder_options={
             "min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch,
             "opt_level": opt_level, "workspace_gib": workspace_gib,
             "timing_cache": os.path.abspath(timing_cache) if timing_cache else None,
-            "strongly_typed": True, "plugin_override_flag": override, "tf32": False,
-            "plugin_layers": plugin_layers, "plugin_nodes_in_onnx": info["plugin_nodes"],
+            "strongly_typed": True, "parser_flags": list(plan.parser_flags), "tf32": False,
+            "plugin_layers": plugin_layers, "plugin_nodes_in_onnx": plan.vitdeploy_nodes,
+            "window_ops_inlined": bool(plan.vitdeploy_nodes) and not plan.load_plugin,
         },
     )
     # Engine first, then its manifest: if we die in between, the old manifest's engine_sha256

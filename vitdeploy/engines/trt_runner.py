@@ -14,7 +14,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from vitdeploy.engines.manifest import assert_compatible, import_tensorrt, resolve_plugin_lib
+from vitdeploy import optional, plugins
+from vitdeploy.engines.manifest import assert_compatible
 from vitdeploy.engines.runners import Runner, TensorSpec
 from vitdeploy.errors import UserError
 
@@ -23,16 +24,12 @@ class TrtRunner(Runner):
     name = "trt"
 
     def __init__(self, engine_path, plugin_lib: Optional[str] = None, name: str = "trt"):
-        import_tensorrt()  # UserError with the install hint when absent
+        optional.tensorrt()  # UserError with the install hint when absent
         self.name = name
         self.engine_path = str(engine_path)
         self.manifest = assert_compatible(engine_path, plugin_lib=plugin_lib)
-        self.plugin_lib = None
-        if self.manifest.get("plugin_lib_sha256") is not None:
-            from vitdeploy.engines.build import load_plugin_library
-
-            self.plugin_lib = resolve_plugin_lib(plugin_lib, required=True)
-            load_plugin_library(self.plugin_lib)
+        # Only an engine with vitdeploy plugin layers needs (and gets) the library.
+        self.plugin_lib = plugins.load(plugin_lib) if self.manifest.get("plugin_lib_sha256") is not None else None
 
         from polygraphy.backend.trt import EngineFromPath
         from polygraphy.backend.trt import TrtRunner as _PolyTrtRunner
@@ -75,11 +72,6 @@ class TrtRunner(Runner):
         out = self._runner.infer(feed_dict=feed)
         # Polygraphy returns views of host buffers it reuses on the next call: copy.
         return {spec.name: np.array(out[spec.name], copy=True) for spec in self.outputs}
-
-    @property
-    def last_inference_time_s(self) -> Optional[float]:
-        """Wall time of the last infer (host->device, compute, device->host), per Polygraphy."""
-        return getattr(self._runner, "inference_time", None)
 
     def synchronize(self) -> None:
         # Polygraphy's infer already synchronizes its stream before returning outputs.

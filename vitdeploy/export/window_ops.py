@@ -2,9 +2,10 @@
 
 Custom form (default): each ``torch.ops.vitdeploy.window_{gather,scatter}`` call becomes one node
 ``vitdeploy::WindowGather`` / ``vitdeploy::WindowScatter`` carrying ``plugin_namespace="vitdeploy"``
-and ``plugin_version="1"`` -- the attributes TensorRT >= 10.15 uses to prefer our plugin -- and
-the model carries a FunctionProto of the same (domain, name) whose body uses standard ops, so ONNX
-Runtime (and TensorRT without the plugin) inline it. ``torch.onnx.export`` inlines any function it
+and ``plugin_version="1"`` -- TensorRT 10.7-10.14 prefers a registered plugin over a local
+function, 10.15+/11.x does so for nodes with this attribute -- and the model carries a FunctionProto
+of the same (domain, name) whose body uses standard ops, so ONNX Runtime (and TensorRT without the
+plugin) inline it. ``torch.onnx.export`` inlines any function it
 is handed, so the bodies are attached afterwards, in ``finalize``.
 
 Portable form (``--portable``): the exporter emits the same bodies in place (no custom domain at
@@ -94,12 +95,17 @@ def export_hooks(portable: bool) -> dict:
 # Written once against a tiny builder interface, emitted either as FunctionProto nodes or traced
 # by the exporter (portable form), so the two forms cannot drift apart.
 
+# Every name inside a function body starts with this: TensorRT 10.7's local-function importer let an
+# outer tensor of the same name ("x", "reshape_3", ...) capture a body's tensor (fixed in 10.8).
+BODY_PREFIX = "vitdeploy_"
+
+
 class _ProtoBuilder:
     def __init__(self):
         self.nodes: list[onnx.NodeProto] = []
 
     def __call__(self, op_type: str, *inputs: str, **attrs) -> str:
-        out = f"{op_type.lower()}_{len(self.nodes)}"
+        out = f"{BODY_PREFIX}{op_type.lower()}_{len(self.nodes)}"
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
         return out
 
@@ -155,10 +161,11 @@ def _scatter_body(g, base, idx, src):
 
 def _function(name: str, inputs: list[str], body, opset: int) -> onnx.FunctionProto:
     g = _ProtoBuilder()
-    out = body(g, *inputs)
-    g.nodes.append(helper.make_node("Identity", [out], ["y"]))
-    return helper.make_function(DOMAIN, name, inputs, ["y"], g.nodes, [helper.make_opsetid("", opset)],
-                                attributes=list(PLUGIN_ATTRS))
+    params = [BODY_PREFIX + i for i in inputs]
+    out = body(g, *params)
+    g.nodes.append(helper.make_node("Identity", [out], [BODY_PREFIX + "y"]))
+    return helper.make_function(DOMAIN, name, params, [BODY_PREFIX + "y"], g.nodes,
+                                [helper.make_opsetid("", opset)], attributes=list(PLUGIN_ATTRS))
 
 
 def gather_function(opset: int) -> onnx.FunctionProto:

@@ -1,11 +1,14 @@
-"""Find, build, load and describe the native plugin library (DESIGN decision 7).
+"""The native plugin library: its names, where it is (``library_path``) and loading it (``load``).
 
 ``libvitdeploy_plugins.so`` holds the TensorRT ``IPluginV3`` plugins ``vitdeploy::WindowGather`` and
-``vitdeploy::WindowScatter`` (version "1") and exports ``getCreators`` / ``setLoggerFinder``, so one
-file serves ``IPluginRegistry::loadLibrary``, ``trtexec --dynamicPlugins``, Python, the C++ runner
-and Triton. Sources live in ``csrc/`` (CMake); the build goes to ``default_build_dir()`` unless told
-otherwise. Nothing here imports TensorRT or CUDA at module level: on a machine without them the
-module still imports, ``info()`` still answers, and ``build()`` still compiles the CUDA kernels.
+``vitdeploy::WindowScatter`` (version "1") and exports ``getCreators`` / ``setLoggerFinder`` (DESIGN
+decision 7): what ``IPluginRegistry::loadLibrary``, ``trtexec --dynamicPlugins`` and the C++ runner use.
+``libvitdeploy_plugins_static_reg.so`` registers the same creators when it is dlopen'ed, for hosts
+that only dlopen (Triton's TensorRT backend, ``LD_PRELOAD``, ``trtexec --staticPlugins``).
+
+This module is the one place that decides which library file is meant and the one place that puts
+it into TensorRT's (process-global) registry. Building is ``vitdeploy.plugins.build``, describing a
+library is ``vitdeploy.plugins.info``. Nothing here imports TensorRT at module level.
 """
 
 from __future__ import annotations
@@ -13,28 +16,28 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
-import subprocess
-import sys
+import re
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Dict, List, Optional, Union
 
-from vitdeploy.errors import CheckFailed, UserError
+from vitdeploy import optional
+from vitdeploy.errors import UserError
+from vitdeploy.export.window_ops import GATHER, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER
 
-PLUGIN_NAMESPACE = "vitdeploy"
-PLUGIN_VERSION = "1"
-PLUGIN_OPS = ("WindowGather", "WindowScatter")
+PLUGIN_OPS = (GATHER, SCATTER)
 
 LIBRARY_NAME = "libvitdeploy_plugins.so"
 STATIC_REG_LIBRARY_NAME = "libvitdeploy_plugins_static_reg.so"
 KERNELS_LIBRARY_NAME = "libvitdeploy_window_ops.so"
 RUNNER_NAME = "vitdeploy-run"
 ENTRY_POINTS = ("getCreators", "setLoggerFinder", "vitdeployInitPlugins", "vitdeployPluginLibraryInfo")
+REBUILD_HINT = ("rebuild it with `vitdeploy plugins build --tensorrt-root DIR` against the TensorRT this "
+                "process uses")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# path -> registry handle, so a second load() of the same library in one process is a no-op instead of
-# TensorRT's "already registered" failure.
+# resolved path -> registry handle (None when the creators were already registered), so loading the same
+# library twice in one process is a no-op instead of TensorRT's "already registered" error.
 _LOADED: Dict[str, object] = {}
 
 
@@ -57,16 +60,16 @@ def default_build_dir() -> Path:
 
 
 def library_path(explicit: Optional[PathLike] = None) -> Optional[Path]:
-    """The plugin library to use: ``explicit``, else ``$VITDEPLOY_PLUGIN_LIB``, else the default build.
+    """The plugin library meant: ``explicit``, else ``$VITDEPLOY_PLUGIN_LIB``, else the default build.
 
-    A path the user named (argument or environment) must exist; the default build may simply not have
-    happened yet, which returns None.
+    A path the user named (argument or environment) must be a file, else UserError naming it; the
+    default build may simply not have happened yet, which returns None.
     """
     if explicit:
         p = Path(explicit).expanduser()
         if not p.is_file():
             raise UserError(f"{p}: plugin library not found; build it with `vitdeploy plugins build` "
-                            "or pass the path of an existing libvitdeploy_plugins.so")
+                            f"or pass the path of an existing {LIBRARY_NAME}")
         return p
     env = os.environ.get("VITDEPLOY_PLUGIN_LIB")
     if env:
@@ -85,225 +88,103 @@ def runner_path(build_dir: Optional[PathLike] = None) -> Optional[Path]:
     return p if p.is_file() else None
 
 
-def _find_nvcc() -> Optional[str]:
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if root and Path(root, "bin", "nvcc").is_file():
-            return str(Path(root, "bin", "nvcc"))
-    return None
+_INFO_RE = re.compile(rb'\{"namespace":"vitdeploy"[^\x00]*?"registration":"(?:static|dynamic)"\}')
 
 
-def _read_build_info(build_dir: Path) -> Dict[str, str]:
-    info: Dict[str, str] = {}
-    path = build_dir / "vitdeploy_build_info.txt"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not value.strip().endswith("NOTFOUND"):  # CMake's spelling of "not found"
-                info[key.strip()] = value.strip()
-    return info
+def library_info(path: PathLike) -> Optional[dict]:
+    """The JSON that ``vitdeployPluginLibraryInfo()`` returns, read from the file's bytes.
 
-
-def _run(cmd: List[str], log, progress: Optional[Callable[[str], None]], what: str) -> None:
-    log.write("$ " + " ".join(cmd) + "\n")
-    log.flush()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tail: List[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        log.write(line)
-        tail = (tail + [line.rstrip()])[-25:]
-        if progress and line.startswith("[") and "]" in line[:16]:
-            progress(f"{what}: {line.strip()[:120]}")  # ninja/make step counters
-    rc = proc.wait()
-    log.flush()
-    if rc != 0:
-        raise CheckFailed(f"{what} failed (exit {rc}); full log in {log.name}; last lines:\n" + "\n".join(tail))
-
-
-def build(build_dir: Optional[PathLike] = None, cuda_archs: Optional[str] = None,
-          tensorrt_root: Optional[PathLike] = None, with_runner: bool = True,
-          progress: Optional[Callable[[str], None]] = None, *, jobs: Optional[int] = None,
-          require_tensorrt: bool = False, werror: bool = False) -> dict:
-    """Configure and build ``csrc/`` with CMake; return what was built.
-
-    Without TensorRT the CUDA kernels are still built (a compile check, and the library the GPU
-    benchmark can use) and the result says that the plugin library needs TensorRT; with
-    ``require_tensorrt`` that case raises UserError instead (the CLI uses it, so `plugins build`
-    does not report success without the plugin library).
-
-    cuda_archs: CMAKE_CUDA_ARCHITECTURES, e.g. "80;90" (default "75;80;86;89;90").
-    tensorrt_root: a TensorRT install with include/ and lib/; otherwise $TensorRT_ROOT,
-    $TensorRT_INCLUDE_DIR/$TensorRT_LIB_DIR, a pip ``tensorrt``'s libraries, or system paths.
+    Read without dlopen on purpose: dlopen of the static-registration build registers its creators,
+    which must not happen before we know the library matches this process's TensorRT major.
+    None when the file is not a vitdeploy plugin library.
     """
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise UserError("cmake not found on PATH: install CMake >= 3.18 (apt-get install cmake, or "
-                        "pip install cmake) to build the vitdeploy plugins")
-    nvcc = _find_nvcc()
-    if nvcc is None:
-        raise UserError("nvcc (CUDA toolkit) not found: install the CUDA toolkit and put its bin/ on PATH "
-                        "or set CUDA_HOME, then rerun `vitdeploy plugins build`")
-    if tensorrt_root is not None:
-        root = Path(tensorrt_root).expanduser()
-        if not (root / "include" / "NvInfer.h").is_file():
-            raise UserError(f"{root}: not a TensorRT install (no include/NvInfer.h); pass the directory that "
-                            "holds include/ and lib/ of an unpacked TensorRT release")
-        tensorrt_root = root
-    bdir = Path(build_dir).expanduser() if build_dir else default_build_dir()
-    bdir.mkdir(parents=True, exist_ok=True)
-    say = progress or (lambda _msg: None)
-
-    cfg = [cmake, "-S", str(csrc_dir()), "-B", str(bdir), f"-DCMAKE_CUDA_COMPILER={nvcc}",
-           f"-DVITDEPLOY_PYTHON={sys.executable}", f"-DVITDEPLOY_BUILD_RUNNER={'ON' if with_runner else 'OFF'}",
-           f"-DVITDEPLOY_WERROR={'ON' if werror else 'OFF'}"]
-    if not (bdir / "CMakeCache.txt").exists() and shutil.which("ninja"):
-        cfg += ["-G", "Ninja"]
-    if cuda_archs:
-        cfg.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs}")
-    if tensorrt_root is not None:
-        cfg.append(f"-DTensorRT_ROOT={tensorrt_root}")
-    cmd_build = [cmake, "--build", str(bdir), "--parallel", str(jobs or os.cpu_count() or 2)]
-
-    log_path = bdir / "build.log"
-    with open(log_path, "w") as log:
-        say(f"configuring {csrc_dir()} in {bdir}")
-        _run(cfg, log, None, "cmake configure")
-        say("compiling (CUDA kernels take a while per architecture)")
-        _run(cmd_build, log, progress, "cmake build")
-
-    info = _read_build_info(bdir)
-    lib = bdir / LIBRARY_NAME
-    static_lib = bdir / STATIC_REG_LIBRARY_NAME
-    runner = bdir / RUNNER_NAME
-    result = {
-        "build_dir": str(bdir),
-        "log": str(log_path),
-        "cuda_version": info.get("cuda_version"),
-        "cuda_architectures": info.get("cuda_architectures"),
-        "kernels_library": str(bdir / KERNELS_LIBRARY_NAME) if (bdir / KERNELS_LIBRARY_NAME).is_file() else None,
-        "tensorrt_version": info.get("tensorrt_version") or None,
-        "tensorrt_include_dir": info.get("tensorrt_include_dir") or None,
-        "library": str(lib) if lib.is_file() else None,
-        "static_registration_library": str(static_lib) if static_lib.is_file() else None,
-        "runner": str(runner) if runner.is_file() else None,
-        "plugins": info.get("plugins"),
-        "runner_status": info.get("runner"),
-    }
-    if result["library"] is None:
-        result["message"] = (
-            "built the CUDA kernels only; the TensorRT plugin library needs TensorRT headers and libnvinfer: "
-            "pass --tensorrt-root DIR (an unpacked TensorRT with include/ and lib/), or set TensorRT_INCLUDE_DIR "
-            "(headers) and TensorRT_LIB_DIR (or pip install tensorrt for the libraries)")
-        if require_tensorrt:
-            raise UserError(f"{bdir}: " + result["message"] + f" [cmake: {info.get('plugins')}]")
-    else:
-        result["message"] = f"built {lib} against TensorRT {result['tensorrt_version']}"
-    return result
-
-
-def _import_tensorrt():
     try:
-        import tensorrt as trt  # noqa: WPS433 (lazy: TensorRT is optional)
-    except Exception:  # ImportError, or OSError from missing libnvinfer behind the bindings
+        data = Path(path).read_bytes()
+    except OSError:
         return None
-    return trt
-
-
-def _registry_has_ours(registry) -> bool:
+    m = _INFO_RE.search(data)
+    if m is None:
+        return None
     try:
-        return registry.get_creator(PLUGIN_OPS[0], PLUGIN_VERSION, PLUGIN_NAMESPACE) is not None
-    except Exception:
-        return False
+        return json.loads(m.group(0).decode())
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _major(version: str) -> Optional[int]:
+    head = str(version).split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def check_tensorrt_major(info: dict, tensorrt_version: str, path: PathLike) -> None:
+    """UserError unless the library was built against the TensorRT major this process runs.
+
+    TensorRT keeps its plugin ABI only within a major (11.x added a base class to ``ILoggerFinder``,
+    so a 10.x-built library calls the wrong vtable slot on its first log line).
+    """
+    built = str(info.get("tensorrt_headers", ""))
+    if _major(built) is None or _major(built) != _major(tensorrt_version):
+        raise UserError(f"{path}: built against TensorRT {built or 'unknown'} headers, but this process runs "
+                        f"TensorRT {tensorrt_version}; {REBUILD_HINT}")
+
+
+def registered_creators(trt) -> List[dict]:
+    """Our creators in TensorRT's registry, through ``all_creators`` (``get_creator`` logs an error on a miss)."""
+    out = []
+    for c in trt.get_plugin_registry().all_creators:
+        if getattr(c, "plugin_namespace", None) == PLUGIN_NAMESPACE:
+            out.append({"name": c.name, "version": c.plugin_version, "namespace": c.plugin_namespace})
+    return out
+
+
+def _registry_has_ours(trt) -> bool:
+    names = {(c["name"], c["version"]) for c in registered_creators(trt)}
+    return all((op, PLUGIN_VERSION) in names for op in PLUGIN_OPS)
 
 
 def load(path: Optional[PathLike] = None) -> str:
-    """Load the library into this process and register its creators with TensorRT when importable.
+    """Register the library's creators with TensorRT's registry in this process; returns its resolved path.
 
-    ctypes with RTLD_GLOBAL first (so the launchers are visible to later dlopens and a failing
-    dependency gives a readable OSError), then ``trt.get_plugin_registry().load_library`` (the
-    getCreators path). Loading the same library again in one process is a no-op.
+    Checks the TensorRT major first (``check_tensorrt_major``). The dynamic-registration build goes
+    through ``IPluginRegistry.load_library`` (its getCreators path); the static-registration build
+    registers itself when dlopen'ed. Both are opened RTLD_LOCAL: nothing in them is for other libraries.
     """
     p = library_path(path)
     if p is None:
         raise UserError(f"the vitdeploy plugin library was not found (looked in {default_build_dir()}); build it "
                         "with `vitdeploy plugins build` or pass --plugin-lib PATH")
     key = str(p.resolve())
-    try:
-        ctypes.CDLL(key, mode=ctypes.RTLD_GLOBAL)
-    except OSError as e:
-        raise UserError(f"{p}: cannot load the plugin library ({e}); rebuild it with `vitdeploy plugins build` "
-                        "on this machine") from None
-    trt = _import_tensorrt()
-    if trt is not None and key not in _LOADED:
-        registry = trt.get_plugin_registry()
-        if _registry_has_ours(registry):
-            _LOADED[key] = None  # registered already (another copy, or static registration)
-        else:
-            handle = registry.load_library(key)
+    if key in _LOADED:
+        return key
+    meta = library_info(key)
+    if meta is None:
+        raise UserError(f"{p}: not a vitdeploy plugin library (no vitdeployPluginLibraryInfo); pass "
+                        f"{LIBRARY_NAME} from `vitdeploy plugins build`")
+    trt = optional.tensorrt()
+    check_tensorrt_major(meta, trt.__version__, p)
+    handle = None
+    if not _registry_has_ours(trt):  # else registered already (this library's static twin, or LD_PRELOAD)
+        try:
+            ctypes.CDLL(key)  # RTLD_LOCAL; a missing dependency reads better here than from TensorRT
+        except OSError as e:
+            raise UserError(f"{p}: cannot load the plugin library ({e}); {REBUILD_HINT}") from None
+        if meta.get("registration") != "static":
+            handle = trt.get_plugin_registry().load_library(key)
             if not handle:
-                raise UserError(f"{p}: TensorRT {trt.__version__} could not register this plugin library (built "
-                                "against other TensorRT headers?); rebuild it with `vitdeploy plugins build`")
-            _LOADED[key] = handle
+                raise UserError(f"{p}: TensorRT {trt.__version__} could not register this plugin library; "
+                                f"{REBUILD_HINT}")
+        if not _registry_has_ours(trt):
+            raise UserError(f"{p}: loaded, but TensorRT's registry has no {PLUGIN_NAMESPACE} "
+                            f"{'/'.join(PLUGIN_OPS)} version {PLUGIN_VERSION} creators; {REBUILD_HINT}")
+    _LOADED[key] = handle
     return key
 
 
-def _registered_creators(trt) -> List[dict]:
-    out = []
-    try:
-        creators = list(trt.get_plugin_registry().all_creators)
-    except Exception:
-        return out
-    for c in creators:
-        ns = getattr(c, "plugin_namespace", None)
-        if ns != PLUGIN_NAMESPACE:
-            continue
-        out.append({"name": getattr(c, "name", None), "version": getattr(c, "plugin_version", None),
-                    "namespace": ns, "interface": getattr(c, "interface_info", None) and
-                    getattr(c.interface_info, "kind", None)})
-    return out
+# Bound after the names above exist: the submodules import them from here.
+from vitdeploy.plugins.build import build  # noqa: E402
+from vitdeploy.plugins.info import info  # noqa: E402
 
-
-def info(path: Optional[PathLike] = None) -> dict:
-    """Describe the plugin library without requiring it to exist, TensorRT, or a GPU."""
-    try:
-        lib = library_path(path)
-    except UserError:
-        lib = Path(path or os.environ.get("VITDEPLOY_PLUGIN_LIB", "")).expanduser()
-    result: dict = {
-        "library": str(lib) if lib else None,
-        "exists": bool(lib and lib.is_file()),
-        "namespace": PLUGIN_NAMESPACE,
-        "version": PLUGIN_VERSION,
-        "ops": list(PLUGIN_OPS),
-        "csrc_dir": str(csrc_dir()),
-        "default_build_dir": str(default_build_dir()),
-        "runner": str(runner_path()) if runner_path() else None,
-    }
-    trt = _import_tensorrt()
-    result["tensorrt"] = getattr(trt, "__version__", None) if trt is not None else None
-    if not result["exists"]:
-        result["hint"] = "build it with `vitdeploy plugins build` (needs nvcc, cmake and TensorRT)"
-        return result
-    try:
-        handle = ctypes.CDLL(str(lib), mode=ctypes.RTLD_LOCAL)
-    except OSError as e:
-        result["load_error"] = str(e)
-        return result
-    result["symbols"] = {name: hasattr(handle, name) for name in ENTRY_POINTS}
-    if result["symbols"]["vitdeployPluginLibraryInfo"]:
-        fn = handle.vitdeployPluginLibraryInfo
-        fn.restype = ctypes.c_char_p
-        try:
-            result["library_info"] = json.loads(fn().decode())
-        except (ValueError, UnicodeDecodeError):
-            result["library_info"] = None
-    if trt is not None:
-        try:
-            load(lib)
-            result["registered_creators"] = _registered_creators(trt)
-        except UserError as e:
-            result["load_error"] = str(e)
-    return result
+__all__ = ["PLUGIN_NAMESPACE", "PLUGIN_VERSION", "PLUGIN_OPS", "LIBRARY_NAME", "STATIC_REG_LIBRARY_NAME",
+           "KERNELS_LIBRARY_NAME", "RUNNER_NAME", "ENTRY_POINTS", "csrc_dir", "runner_src_dir",
+           "default_build_dir", "library_path", "runner_path", "library_info", "check_tensorrt_major",
+           "registered_creators", "load", "build", "info"]

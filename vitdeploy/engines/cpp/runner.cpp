@@ -420,70 +420,150 @@ struct TrtDeleter
     }
 };
 
-int run(Options const& opt)
+//! Absolute, symlink-free paths of the --plugins libraries. dlopen does not search the current directory
+//! for a bare "lib.so", and TensorRT would then blame the missing getCreators entry point instead.
+std::vector<std::string> resolvePluginPaths(std::vector<std::string> const& plugins)
 {
-    Logger logger(opt.verbose ? nvinfer1::ILogger::Severity::kVERBOSE : nvinfer1::ILogger::Severity::kWARNING);
-
-    // Check the user's files before touching the GPU, so bad paths are reported as such (exit 2).
-    std::vector<char> const blob = readFile(opt.engine);
-    for (std::string const& lib : opt.plugins)
+    std::vector<std::string> resolved;
+    for (std::string const& lib : plugins)
     {
-        if (!std::ifstream(lib))
+        std::unique_ptr<char, void (*)(void*)> real{::realpath(lib.c_str(), nullptr), std::free};
+        if (!real)
         {
-            throw BadInput{lib + ": plugin library not found; build it with `vitdeploy plugins build`"};
+            throw BadInput{lib + ": plugin library not found (" + std::strerror(errno)
+                + "); build it with `vitdeploy plugins build`"};
         }
+        resolved.emplace_back(real.get());
     }
+    return resolved;
+}
 
-    // Runtime before loadLibrary: creating it initialises the library whose plugin registry gets filled.
-    std::unique_ptr<nvinfer1::IRuntime, TrtDeleter> runtime{nvinfer1::createInferRuntime(logger)};
-    if (!runtime)
+//! Runtime, engine and execution context, created in the order TensorRT needs: the runtime first (it
+//! initialises the library whose registry loadLibrary fills), then the plugins, then deserialization.
+struct Session
+{
+    std::unique_ptr<nvinfer1::IRuntime, TrtDeleter> runtime;
+    std::unique_ptr<nvinfer1::ICudaEngine, TrtDeleter> engine;
+    std::unique_ptr<nvinfer1::IExecutionContext, TrtDeleter> context;
+};
+
+Session openEngine(std::string const& enginePath, std::vector<char> const& blob,
+    std::vector<std::string> const& plugins, nvinfer1::ILogger& logger)
+{
+    Session s;
+    s.runtime.reset(nvinfer1::createInferRuntime(logger));
+    if (!s.runtime)
     {
         throw Failure{"could not create the TensorRT runtime (no usable CUDA device or driver?)"};
     }
-    nvinfer1::IPluginRegistry& registry = runtime->getPluginRegistry();
-    for (std::string const& lib : opt.plugins)
+    nvinfer1::IPluginRegistry& registry = s.runtime->getPluginRegistry();
+    for (std::string const& lib : plugins)
     {
         if (registry.loadLibrary(lib.c_str()) == nullptr)
         {
             throw BadInput{lib + ": TensorRT could not load this plugin library (needs the getCreators entry point; "
-                                 "built for another TensorRT/CUDA, or already registered?)"};
+                                 "built for another TensorRT major, or already registered?)"};
         }
     }
-    std::unique_ptr<nvinfer1::ICudaEngine, TrtDeleter> engine{runtime->deserializeCudaEngine(blob.data(), blob.size())};
-    if (!engine)
+    s.engine.reset(s.runtime->deserializeCudaEngine(blob.data(), blob.size()));
+    if (!s.engine)
     {
-        throw BadInput{opt.engine + ": TensorRT could not deserialize this engine (other TensorRT version or GPU, or "
-                                    "a plugin library missing: pass --plugins)"};
+        throw BadInput{enginePath + ": TensorRT could not deserialize this engine (other TensorRT version or GPU, "
+                                    "or a plugin library missing: pass --plugins)"};
     }
-    std::unique_ptr<nvinfer1::IExecutionContext, TrtDeleter> context{engine->createExecutionContext()};
-    if (!context)
+    s.context.reset(s.engine->createExecutionContext());
+    if (!s.context)
     {
         throw Failure{"could not create an execution context (out of device memory?)"};
     }
+    return s;
+}
 
-    DeviceBuffers buffers;
-    int32_t const nbIO = engine->getNbIOTensors();
+//! The engine's I/O tensors (names, types, engine shapes); no memory yet.
+void describeTensors(nvinfer1::ICudaEngine const& engine, DeviceBuffers& buffers)
+{
+    int32_t const nbIO = engine.getNbIOTensors();
     for (int32_t i = 0; i < nbIO; ++i)
     {
         Tensor t;
-        t.name = engine->getIOTensorName(i);
-        t.isInput = engine->getTensorIOMode(t.name.c_str()) == nvinfer1::TensorIOMode::kINPUT;
-        t.type = engine->getTensorDataType(t.name.c_str());
-        t.shape = engine->getTensorShape(t.name.c_str());
+        t.name = engine.getIOTensorName(i);
+        t.isInput = engine.getTensorIOMode(t.name.c_str()) == nvinfer1::TensorIOMode::kINPUT;
+        t.type = engine.getTensorDataType(t.name.c_str());
+        t.shape = engine.getTensorShape(t.name.c_str());
         if (elementSize(t.type) == 0)
         {
             throw BadInput{"tensor '" + t.name + "' has a type the runner cannot stage"};
         }
-        if (t.isInput && engine->getTensorLocation(t.name.c_str()) != nvinfer1::TensorLocation::kDEVICE)
+        if (t.isInput && engine.getTensorLocation(t.name.c_str()) != nvinfer1::TensorLocation::kDEVICE)
         {
             throw BadInput{"input '" + t.name + "' is a host (shape) tensor; the runner only feeds device tensors"};
         }
         buffers.tensors.push_back(t);
     }
+}
 
-    // Inputs: shapes from the .npy files, else the engine's shape with the batch (and any other dynamic
-    // dimension) taken from --batch / the profile's opt shape.
-    std::vector<vitdeploy::npy::Array> arrays;
+//! The shape one input runs with: from its .npy file when given, else the engine's shape with dynamic
+//! dimensions from --batch / the profile's opt shape. Checked against the profile.
+nvinfer1::Dims inputShape(Tensor const& t, nvinfer1::ICudaEngine const& engine, vitdeploy::npy::Array const* file,
+    std::string const& fileName, int64_t batch)
+{
+    char const* name = t.name.c_str();
+    nvinfer1::Dims const minShape = engine.getProfileShape(name, 0, nvinfer1::OptProfileSelector::kMIN);
+    nvinfer1::Dims const optShape = engine.getProfileShape(name, 0, nvinfer1::OptProfileSelector::kOPT);
+    nvinfer1::Dims const maxShape = engine.getProfileShape(name, 0, nvinfer1::OptProfileSelector::kMAX);
+    nvinfer1::Dims want = t.shape;
+    if (file != nullptr)
+    {
+        if (static_cast<int32_t>(file->shape.size()) != t.shape.nbDims)
+        {
+            throw BadInput{fileName + ": rank " + std::to_string(file->shape.size()) + " but input '" + t.name
+                + "' has shape " + dimsToString(t.shape)};
+        }
+        for (int32_t d = 0; d < want.nbDims; ++d)
+        {
+            want.d[d] = file->shape[static_cast<size_t>(d)];
+        }
+        if (batch > 0 && want.nbDims > 0 && want.d[0] != batch)
+        {
+            throw BadInput{fileName + ": batch " + std::to_string(want.d[0]) + " but --batch " + std::to_string(batch)};
+        }
+    }
+    else
+    {
+        for (int32_t d = 0; d < want.nbDims; ++d)
+        {
+            if (want.d[d] < 0)
+            {
+                want.d[d] = (d == 0 && batch > 0) ? batch : optShape.d[d];
+            }
+        }
+    }
+    // Engines with a fixed batch accept --batch only if it agrees.
+    if (t.shape.nbDims > 0 && t.shape.d[0] >= 0 && batch > 0 && t.shape.d[0] != batch)
+    {
+        throw BadInput{"input '" + t.name + "' has a fixed batch of " + std::to_string(t.shape.d[0]) + "; --batch "
+            + std::to_string(batch) + " needs an engine built with a dynamic batch"};
+    }
+    if (minShape.nbDims == want.nbDims)
+    {
+        for (int32_t d = 0; d < want.nbDims; ++d)
+        {
+            if (want.d[d] < minShape.d[d] || want.d[d] > maxShape.d[d])
+            {
+                throw BadInput{"input '" + t.name + "' shape " + dimsToString(want) + " is outside the engine's "
+                    + "profile " + dimsToString(minShape) + ".." + dimsToString(maxShape)
+                    + "; rebuild with a wider --min-batch/--max-batch"};
+            }
+        }
+    }
+    return want;
+}
+
+//! Sets every input's shape on the context and returns the host bytes to upload (in input order) and the
+//! batch that ran.
+int64_t prepareInputs(Options const& opt, nvinfer1::ICudaEngine const& engine, nvinfer1::IExecutionContext& context,
+    DeviceBuffers& buffers, std::vector<std::vector<uint8_t>>& hostInputs)
+{
     size_t nbInputs = 0;
     for (Tensor const& t : buffers.tensors)
     {
@@ -497,137 +577,91 @@ int run(Options const& opt)
     int64_t batch = opt.batch;
     std::mt19937 rng(opt.seed);
     size_t inputIndex = 0;
-    std::vector<std::vector<uint8_t>> hostInputs;
     for (Tensor& t : buffers.tensors)
     {
         if (!t.isInput)
         {
             continue;
         }
-        nvinfer1::Dims const minShape = engine->getProfileShape(t.name.c_str(), 0, nvinfer1::OptProfileSelector::kMIN);
-        nvinfer1::Dims const optShape = engine->getProfileShape(t.name.c_str(), 0, nvinfer1::OptProfileSelector::kOPT);
-        nvinfer1::Dims const maxShape = engine->getProfileShape(t.name.c_str(), 0, nvinfer1::OptProfileSelector::kMAX);
-        nvinfer1::Dims want = t.shape;
+        vitdeploy::npy::Array file;
+        std::string const fileName = opt.inputs.empty() ? std::string{} : opt.inputs[inputIndex];
         if (!opt.inputs.empty())
         {
-            vitdeploy::npy::Array a;
             std::string error;
-            if (!vitdeploy::npy::load(opt.inputs[inputIndex], a, error))
+            if (!vitdeploy::npy::load(fileName, file, error))
             {
                 throw BadInput{error};
             }
-            if (static_cast<int32_t>(a.shape.size()) != t.shape.nbDims)
-            {
-                throw BadInput{opt.inputs[inputIndex] + ": rank " + std::to_string(a.shape.size()) + " but input '"
-                    + t.name + "' has shape " + dimsToString(t.shape)};
-            }
-            for (int32_t d = 0; d < want.nbDims; ++d)
-            {
-                want.d[d] = a.shape[static_cast<size_t>(d)];
-            }
-            if (batch > 0 && want.nbDims > 0 && want.d[0] != batch)
-            {
-                throw BadInput{opt.inputs[inputIndex] + ": batch " + std::to_string(want.d[0]) + " but --batch "
-                    + std::to_string(batch)};
-            }
-            arrays.push_back(std::move(a));
         }
-        else
-        {
-            for (int32_t d = 0; d < want.nbDims; ++d)
-            {
-                if (want.d[d] < 0)
-                {
-                    want.d[d] = (d == 0 && batch > 0) ? batch : optShape.d[d];
-                }
-            }
-        }
-        // Engines with a fixed batch ignore --batch only if it agrees.
-        if (t.shape.nbDims > 0 && t.shape.d[0] >= 0 && batch > 0 && t.shape.d[0] != batch)
-        {
-            throw BadInput{"input '" + t.name + "' has a fixed batch of " + std::to_string(t.shape.d[0])
-                + "; --batch " + std::to_string(batch) + " needs an engine built with a dynamic batch"};
-        }
-        if (minShape.nbDims == want.nbDims)
-        {
-            for (int32_t d = 0; d < want.nbDims; ++d)
-            {
-                if (want.d[d] < minShape.d[d] || want.d[d] > maxShape.d[d])
-                {
-                    throw BadInput{"input '" + t.name + "' shape " + dimsToString(want) + " is outside the engine's "
-                        + "profile " + dimsToString(minShape) + ".." + dimsToString(maxShape)
-                        + "; rebuild with a wider --min-batch/--max-batch"};
-                }
-            }
-        }
+        nvinfer1::Dims const want = inputShape(t, engine, opt.inputs.empty() ? nullptr : &file, fileName, batch);
         if (batch < 0 && want.nbDims > 0)
         {
             batch = want.d[0];
         }
-        if (!context->setInputShape(t.name.c_str(), want))
+        if (!context.setInputShape(t.name.c_str(), want))
         {
             throw BadInput{"TensorRT rejected shape " + dimsToString(want) + " for input '" + t.name + "'"};
         }
         t.shape = want;
         int64_t const n = volume(want);
         t.bytes = static_cast<size_t>(n) * elementSize(t.type);
-        hostInputs.push_back(opt.inputs.empty()
-                ? randomInput(n, t.type, rng)
-                : stageInput(arrays.back(), t.type, opt.inputs[inputIndex]));
+        hostInputs.push_back(opt.inputs.empty() ? randomInput(n, t.type, rng) : stageInput(file, t.type, fileName));
         ++inputIndex;
     }
-    if (batch < 1)
-    {
-        batch = 1;
-    }
+    return batch < 1 ? 1 : batch;
+}
 
+//! Output shapes from the context, device memory for every tensor, inputs uploaded.
+void allocateAndUpload(nvinfer1::IExecutionContext& context, DeviceBuffers& buffers,
+    std::vector<std::vector<uint8_t>> const& hostInputs)
+{
     for (Tensor& t : buffers.tensors)
     {
         if (!t.isInput)
         {
-            t.shape = context->getTensorShape(t.name.c_str());
+            t.shape = context.getTensorShape(t.name.c_str());
             if (t.shape.nbDims < 0 || volume(t.shape) < 0)
             {
-                throw Failure{"could not infer the shape of output '" + t.name + "' (data-dependent shapes are not "
-                                                                                  "supported by the runner)"};
+                throw Failure{"could not infer the shape of output '" + t.name
+                    + "' (data-dependent shapes are not supported by the runner)"};
             }
             t.bytes = static_cast<size_t>(volume(t.shape)) * elementSize(t.type);
         }
         // cudaMalloc(0) is legal but may return null; TensorRT wants a non-null address, so allocate >= 1 byte.
         checkCuda(cudaMalloc(&t.device, std::max<size_t>(t.bytes, 1)), ("cudaMalloc for " + t.name).c_str());
-        if (!context->setTensorAddress(t.name.c_str(), t.device))
+        if (!context.setTensorAddress(t.name.c_str(), t.device))
         {
             throw Failure{"setTensorAddress failed for '" + t.name + "'"};
         }
     }
+    size_t h = 0;
+    for (Tensor const& t : buffers.tensors)
     {
-        size_t h = 0;
-        for (Tensor const& t : buffers.tensors)
+        if (t.isInput)
         {
-            if (t.isInput)
-            {
-                checkCuda(cudaMemcpy(t.device, hostInputs[h].data(), t.bytes, cudaMemcpyHostToDevice), "copy input");
-                ++h;
-            }
+            checkCuda(cudaMemcpy(t.device, hostInputs[h].data(), t.bytes, cudaMemcpyHostToDevice), "copy input");
+            ++h;
         }
     }
+}
 
+//! Device time of each of `iters` enqueueV3 calls after `warmup` untimed ones, on one stream. One event
+//! pair per iteration, all recorded back to back: no host synchronisation between iterations.
+std::vector<double> timeIterations(nvinfer1::IExecutionContext& context, int32_t warmup, int32_t iters)
+{
     cudaStream_t stream = nullptr;
     checkCuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
     std::unique_ptr<CUstream_st, void (*)(cudaStream_t)> streamGuard(stream, [](cudaStream_t s) { cudaStreamDestroy(s); });
-
-    for (int32_t i = 0; i < opt.warmup; ++i)
+    for (int32_t i = 0; i < warmup; ++i)
     {
-        if (!context->enqueueV3(stream))
+        if (!context.enqueueV3(stream))
         {
             throw Failure{"enqueueV3 failed during warm-up (see the TensorRT messages above)"};
         }
     }
     checkCuda(cudaStreamSynchronize(stream), "warm-up");
 
-    // One event pair per iteration, all recorded back to back: each pair measures that iteration's device
-    // time, without host synchronisation between iterations.
-    std::vector<cudaEvent_t> events(2 * static_cast<size_t>(opt.iters), nullptr);
+    std::vector<cudaEvent_t> events(2 * static_cast<size_t>(iters), nullptr);
     struct EventGuard
     {
         std::vector<cudaEvent_t>& ev;
@@ -646,10 +680,10 @@ int run(Options const& opt)
     {
         checkCuda(cudaEventCreate(&e), "cudaEventCreate");
     }
-    for (int32_t i = 0; i < opt.iters; ++i)
+    for (int32_t i = 0; i < iters; ++i)
     {
         checkCuda(cudaEventRecord(events[2 * i], stream), "cudaEventRecord");
-        if (!context->enqueueV3(stream))
+        if (!context.enqueueV3(stream))
         {
             throw Failure{"enqueueV3 failed (see the TensorRT messages above)"};
         }
@@ -657,64 +691,79 @@ int run(Options const& opt)
     }
     checkCuda(cudaStreamSynchronize(stream), "timed iterations");
     std::vector<double> times;
-    times.reserve(static_cast<size_t>(opt.iters));
-    for (int32_t i = 0; i < opt.iters; ++i)
+    times.reserve(static_cast<size_t>(iters));
+    for (int32_t i = 0; i < iters; ++i)
     {
         float ms = 0.0F;
         checkCuda(cudaEventElapsedTime(&ms, events[2 * i], events[2 * i + 1]), "cudaEventElapsedTime");
         times.push_back(static_cast<double>(ms));
     }
+    return times;
+}
 
-    if (!opt.outputsDir.empty())
+//! One output as a .npy array; bfloat16 widens exactly to float32 (.npy has no bfloat16). False when the
+//! type has no .npy dtype.
+bool toNpy(Tensor const& t, std::vector<uint8_t> host, vitdeploy::npy::Array& a)
+{
+    for (int32_t d = 0; d < t.shape.nbDims; ++d)
     {
-        for (Tensor const& t : buffers.tensors)
-        {
-            if (t.isInput)
-            {
-                continue;
-            }
-            std::vector<uint8_t> host(t.bytes);
-            checkCuda(cudaMemcpy(host.data(), t.device, t.bytes, cudaMemcpyDeviceToHost), "copy output");
-            vitdeploy::npy::Array a;
-            for (int32_t d = 0; d < t.shape.nbDims; ++d)
-            {
-                a.shape.push_back(t.shape.d[d]);
-            }
-            a.descr = npyDescr(t.type);
-            if (a.descr.empty() && t.type == nvinfer1::DataType::kBF16)
-            {
-                a.descr = "<f4"; // .npy has no bfloat16: widen exactly
-                size_t const n = t.bytes / 2;
-                a.data.resize(n * 4);
-                for (size_t k = 0; k < n; ++k)
-                {
-                    uint16_t b = 0;
-                    std::memcpy(&b, host.data() + 2 * k, 2);
-                    float const v = bf16ToFloat(b);
-                    std::memcpy(a.data.data() + 4 * k, &v, 4);
-                }
-            }
-            else if (a.descr.empty())
-            {
-                std::fprintf(stderr, "vitdeploy-run: skipping output '%s' (type %s has no .npy dtype)\n",
-                    t.name.c_str(), typeName(t.type));
-                continue;
-            }
-            else
-            {
-                a.data = std::move(host);
-            }
-            std::string error;
-            std::string const path = opt.outputsDir + "/" + safeFileName(t.name) + ".npy";
-            if (!vitdeploy::npy::save(path, a, error))
-            {
-                throw BadInput{error};
-            }
-            std::fprintf(stderr, "vitdeploy-run: wrote %s %s %s\n", path.c_str(), dimsToString(t.shape).c_str(),
-                typeName(t.type));
-        }
+        a.shape.push_back(t.shape.d[d]);
     }
+    a.descr = npyDescr(t.type);
+    if (!a.descr.empty())
+    {
+        a.data = std::move(host);
+        return true;
+    }
+    if (t.type != nvinfer1::DataType::kBF16)
+    {
+        return false;
+    }
+    a.descr = "<f4";
+    size_t const n = t.bytes / 2;
+    a.data.resize(n * 4);
+    for (size_t k = 0; k < n; ++k)
+    {
+        uint16_t b = 0;
+        std::memcpy(&b, host.data() + 2 * k, 2);
+        float const v = bf16ToFloat(b);
+        std::memcpy(a.data.data() + 4 * k, &v, 4);
+    }
+    return true;
+}
 
+//! Every output as DIR/<name>.npy.
+void writeOutputs(DeviceBuffers const& buffers, std::string const& dir)
+{
+    for (Tensor const& t : buffers.tensors)
+    {
+        if (t.isInput)
+        {
+            continue;
+        }
+        std::vector<uint8_t> host(t.bytes);
+        checkCuda(cudaMemcpy(host.data(), t.device, t.bytes, cudaMemcpyDeviceToHost), "copy output");
+        vitdeploy::npy::Array a;
+        if (!toNpy(t, std::move(host), a))
+        {
+            std::fprintf(stderr, "vitdeploy-run: skipping output '%s' (type %s has no .npy dtype)\n", t.name.c_str(),
+                typeName(t.type));
+            continue;
+        }
+        std::string error;
+        std::string const path = dir + "/" + safeFileName(t.name) + ".npy";
+        if (!vitdeploy::npy::save(path, a, error))
+        {
+            throw BadInput{error};
+        }
+        std::fprintf(stderr, "vitdeploy-run: wrote %s %s %s\n", path.c_str(), dimsToString(t.shape).c_str(),
+            typeName(t.type));
+    }
+}
+
+//! The one JSON line on stdout, with the keys of `vitdeploy bench` JSON.
+void printStats(std::vector<double> const& times, int64_t batch, int32_t iters)
+{
     std::vector<double> sorted = times;
     std::sort(sorted.begin(), sorted.end());
     double mean = 0.0;
@@ -728,9 +777,29 @@ int run(Options const& opt)
     double const throughput = median > 0.0 ? static_cast<double>(batch) * 1e3 / median : 0.0;
     std::printf("{\"backend\":\"trt-cpp\",\"batch\":%lld,\"iters\":%d,\"median_ms\":%.6f,\"p90_ms\":%.6f,"
                 "\"p99_ms\":%.6f,\"mean_ms\":%.6f,\"min_ms\":%.6f,\"throughput_ips\":%.3f}\n",
-        static_cast<long long>(batch), opt.iters, median, percentile(sorted, 90.0), percentile(sorted, 99.0), mean,
+        static_cast<long long>(batch), iters, median, percentile(sorted, 90.0), percentile(sorted, 99.0), mean,
         sorted.front(), throughput);
     std::fflush(stdout);
+}
+
+int run(Options const& opt)
+{
+    Logger logger(opt.verbose ? nvinfer1::ILogger::Severity::kVERBOSE : nvinfer1::ILogger::Severity::kWARNING);
+    // The user's files first, before touching the GPU, so bad paths are reported as such (exit 2).
+    std::vector<char> const blob = readFile(opt.engine);
+    std::vector<std::string> const plugins = resolvePluginPaths(opt.plugins);
+    Session session = openEngine(opt.engine, blob, plugins, logger);
+    DeviceBuffers buffers;
+    describeTensors(*session.engine, buffers);
+    std::vector<std::vector<uint8_t>> hostInputs;
+    int64_t const batch = prepareInputs(opt, *session.engine, *session.context, buffers, hostInputs);
+    allocateAndUpload(*session.context, buffers, hostInputs);
+    std::vector<double> const times = timeIterations(*session.context, opt.warmup, opt.iters);
+    if (!opt.outputsDir.empty())
+    {
+        writeOutputs(buffers, opt.outputsDir);
+    }
+    printStats(times, batch, opt.iters);
     return kEXIT_OK;
 }
 

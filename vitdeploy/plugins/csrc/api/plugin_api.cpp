@@ -25,10 +25,16 @@
 
 using namespace nvinfer1;
 
-// Weak, so the library has no link-time dependency on libnvinfer: the getCreators path never calls it, and
-// a process that uses vitdeployInitPlugins or static registration has libnvinfer loaded already. When it is
-// not, registerAll() reports that instead of failing to dlopen.
+#if defined(VITDEPLOY_STATIC_REGISTRATION)
+// Strong here (and linked --no-as-needed): the static initializer below calls it when the library is
+// dlopen'ed, and with a weak reference the linker's default --as-needed drops libnvinfer from DT_NEEDED.
+// A host that loaded libnvinfer RTLD_LOCAL (Triton's TensorRT backend, Python's tensorrt_libs) would then
+// give us no registry at all; with libnvinfer in DT_NEEDED the loader binds to that same copy.
+#else
+// Weak in the dynamic-registration build: its getCreators path never calls it, so the library works with
+// whichever libnvinfer the process loaded; only vitdeployInitPlugins needs it, and reports a null registry.
 #pragma weak getPluginRegistry
+#endif
 
 namespace
 {
@@ -70,7 +76,11 @@ bool registerAll() noexcept
     {
         return true;
     }
+#if defined(VITDEPLOY_STATIC_REGISTRATION)
+    IPluginRegistry* registry = getPluginRegistry();
+#else
     IPluginRegistry* registry = &getPluginRegistry != nullptr ? getPluginRegistry() : nullptr;
+#endif
     if (registry == nullptr)
     {
         vitdeploy::plugin::logError("no TensorRT plugin registry: load libnvinfer (TensorRT) before registering "

@@ -70,16 +70,28 @@ if(TensorRT_INCLUDE_DIR AND EXISTS "${TensorRT_INCLUDE_DIR}/NvInferVersion.h")
   set(TensorRT_VERSION "${_trt_MAJOR}.${_trt_MINOR}.${_trt_PATCH}.${_trt_BUILD}")
 endif()
 
-# Pip wheels ship only versioned names (libnvinfer.so.10 / .11), so look for those too.
+# Only libnvinfer.so.<the headers' major>: TensorRT's plugin ABI holds within a major only (11.x gave
+# ILoggerFinder a base class, so a plugin compiled against 11.x headers calls the wrong vtable slot through a
+# 10.x library). Pip wheels ship only versioned names, and an unversioned libnvinfer.so says nothing about its
+# major, so the versioned name is the one we trust.
 unset(TensorRT_nvinfer_LIBRARY CACHE)
-set(_nvinfer_names nvinfer)
+set(_trt_search_paths /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/local/TensorRT/lib /opt/tensorrt/lib)
 if(_trt_MAJOR)
-  list(APPEND _nvinfer_names "libnvinfer.so.${_trt_MAJOR}")
+  find_library(TensorRT_nvinfer_LIBRARY NAMES "libnvinfer.so.${_trt_MAJOR}"
+    HINTS ${_trt_lib_hints} PATHS ${_trt_search_paths})
+  if(NOT TensorRT_nvinfer_LIBRARY)
+    unset(_trt_other_nvinfer CACHE)
+    find_library(_trt_other_nvinfer NAMES nvinfer libnvinfer.so.12 libnvinfer.so.11 libnvinfer.so.10 libnvinfer.so.9
+      HINTS ${_trt_lib_hints} PATHS ${_trt_search_paths})
+    if(_trt_other_nvinfer)
+      get_filename_component(_trt_other_real "${_trt_other_nvinfer}" REALPATH)
+      message(FATAL_ERROR "vitdeploy: TensorRT headers and libnvinfer differ: the TensorRT ${TensorRT_VERSION} headers "
+        "in ${TensorRT_INCLUDE_DIR} need libnvinfer.so.${_trt_MAJOR}, found only ${_trt_other_real}; point "
+        "TensorRT_LIB_DIR (or --tensorrt-root) at TensorRT ${_trt_MAJOR}.x, or TensorRT_INCLUDE_DIR at the headers "
+        "of the library's version")
+    endif()
+  endif()
 endif()
-list(APPEND _nvinfer_names libnvinfer.so.11 libnvinfer.so.10)
-find_library(TensorRT_nvinfer_LIBRARY NAMES ${_nvinfer_names}
-  HINTS ${_trt_lib_hints}
-  PATHS /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/local/TensorRT/lib /opt/tensorrt/lib)
 
 set(TensorRT_LIBS_FOUND FALSE)
 if(TensorRT_nvinfer_LIBRARY)

@@ -6,7 +6,12 @@
  * The copy width is the widest power of two (<= 16 bytes) dividing every base pointer and the row size:
  * rows of one tensor then all start on that boundary, so a row needs no head/tail split. Rows whose
  * size is not a multiple of 16 bytes (odd C in fp16, ...) fall back to 8/4/2/1-byte accesses.
+ *
+ * Two layouts: rows at least a block wide get a block per row (grid.y splits rows when there are few);
+ * shorter rows (token rows) use the flat (row, vector) grid of windowOpsFlat.cuh, in the gather and in
+ * both winner-map scatters (the paths the plugins take).
  */
+#include "windowOpsFlat.cuh"
 #include "windowOpsKernel.h"
 
 #include <algorithm>
@@ -255,6 +260,33 @@ __global__ void __launch_bounds__(kTHREADS) windowScatterInPlaceMapKernel(VecT* 
     }
 }
 
+template <typename VecT, typename IndexT>
+__global__ void __launch_bounds__(kTHREADS) windowGatherFlatKernel(VecT* __restrict__ out,
+    VecT const* __restrict__ x, IndexT const* __restrict__ idx, uint32_t total, uint32_t rowVecs, int64_t numWindows,
+    uint32_t numKept)
+{
+    flat::gather(flat::ThreadPos{blockIdx.x * blockDim.x + threadIdx.x, gridDim.x * blockDim.x}, out, x, idx, total,
+        rowVecs, numWindows, numKept);
+}
+
+template <typename VecT>
+__global__ void __launch_bounds__(kTHREADS) windowScatterMapFlatKernel(VecT* __restrict__ out,
+    VecT const* __restrict__ base, int32_t const* __restrict__ inv, VecT const* __restrict__ src, uint32_t total,
+    uint32_t rowVecs, uint32_t numWindows, uint32_t numKept)
+{
+    flat::scatterMap(flat::ThreadPos{blockIdx.x * blockDim.x + threadIdx.x, gridDim.x * blockDim.x}, out, base, inv,
+        src, total, rowVecs, numWindows, numKept);
+}
+
+template <typename VecT, typename IndexT>
+__global__ void __launch_bounds__(kTHREADS) windowScatterInPlaceMapFlatKernel(VecT* __restrict__ out,
+    IndexT const* __restrict__ idx, int32_t const* __restrict__ inv, VecT const* __restrict__ src, uint32_t total,
+    uint32_t rowVecs, int64_t numWindows, uint32_t numKept)
+{
+    flat::scatterInPlaceMap(flat::ThreadPos{blockIdx.x * blockDim.x + threadIdx.x, gridDim.x * blockDim.x}, out, idx,
+        inv, src, total, rowVecs, numWindows, numKept);
+}
+
 struct LaunchConfig
 {
     dim3 grid;
@@ -290,6 +322,43 @@ enum class Op
     kSCATTER_IN_PLACE_MAP, // kSCATTER_IN_PLACE through the winner map in the workspace
 };
 
+// The flat layout, when rows are shorter than a block and the element count fits its 32-bit indices.
+template <typename VecT, typename IndexT>
+bool launchFlat(Op op, VecT* o, VecT const* d, IndexT const* ix, VecT const* sr, int32_t const* inv,
+    WindowShape const& s, int64_t rowVecs, cudaStream_t stream) noexcept
+{
+    bool const fused = op == Op::kSCATTER_MAP;
+    if (rowVecs >= kTHREADS || !(op == Op::kGATHER || fused || op == Op::kSCATTER_IN_PLACE_MAP))
+    {
+        return false;
+    }
+    int64_t const total64 = (fused ? s.batch * s.numWindows : s.batch * s.numKept) * rowVecs;
+    if (total64 > INT32_MAX)
+    {
+        return false;
+    }
+    auto const total = static_cast<uint32_t>(total64);
+    auto const rv = static_cast<uint32_t>(rowVecs);
+    auto const maxBlocks = static_cast<uint32_t>(2 * kBLOCKS_PER_SM * smCount());
+    uint32_t const blocks = flat::blocksFor(total, kTHREADS, maxBlocks);
+    auto const nK = static_cast<uint32_t>(s.numKept);
+    switch (op)
+    {
+    case Op::kGATHER:
+        windowGatherFlatKernel<VecT, IndexT><<<blocks, kTHREADS, 0, stream>>>(o, d, ix, total, rv, s.numWindows, nK);
+        break;
+    case Op::kSCATTER_MAP:
+        windowScatterMapFlatKernel<VecT><<<blocks, kTHREADS, 0, stream>>>(
+            o, d, inv, sr, total, rv, static_cast<uint32_t>(s.numWindows), nK);
+        break;
+    default:
+        windowScatterInPlaceMapFlatKernel<VecT, IndexT><<<blocks, kTHREADS, 0, stream>>>(
+            o, ix, inv, sr, total, rv, s.numWindows, nK);
+        break;
+    }
+    return true;
+}
+
 template <typename VecT, typename IndexT>
 cudaError_t launchTyped(Op op, void* out, void const* data, void const* idx, void const* src,
     int32_t const* inv, WindowShape const& s, int64_t rowBytes, cudaStream_t stream) noexcept
@@ -299,6 +368,10 @@ cudaError_t launchTyped(Op op, void* out, void const* data, void const* idx, voi
     auto const* d = static_cast<VecT const*>(data);
     auto const* sr = static_cast<VecT const*>(src);
     auto const* ix = static_cast<IndexT const*>(idx);
+    if (launchFlat<VecT, IndexT>(op, o, d, ix, sr, inv, s, rowVecs, stream))
+    {
+        return cudaGetLastError();
+    }
     switch (op)
     {
     case Op::kGATHER:

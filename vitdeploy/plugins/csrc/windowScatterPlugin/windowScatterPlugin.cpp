@@ -53,7 +53,12 @@ WindowScatterPlugin::WindowScatterPlugin() noexcept
 
 IPluginV3* WindowScatterPlugin::clone() noexcept
 {
-    return new (std::nothrow) WindowScatterPlugin();
+    auto* copy = new (std::nothrow) WindowScatterPlugin();
+    if (copy != nullptr)
+    {
+        copy->mWorkspaceBytes = mWorkspaceBytes;
+    }
+    return copy;
 }
 
 int32_t WindowScatterPlugin::expectedInputs() const noexcept
@@ -135,13 +140,30 @@ int32_t WindowScatterPlugin::onShapeChange(
 size_t WindowScatterPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
     DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
 {
-    // The winner map (one int32 per base row at the largest batch): keeps the scatter O(nW + K) when
-    // SparseViT's all-pruned stages scatter token rows (nW and K in the tens of thousands).
+    // The winner map (one int32 per base row at the profile's largest shape): keeps the scatter O(nW + K)
+    // when SparseViT's all-pruned stages scatter token rows (nW and K in the tens of thousands).
     if (inputs == nullptr || nbInputs != 3 || inputs[kBASE].max.nbDims < 2)
+    {
+        mWorkspaceBytes = 0;
+        return 0;
+    }
+    mWorkspaceBytes = windowScatterWorkspaceSize(inputs[kBASE].max.d[0], inputs[kBASE].max.d[1]);
+    return mWorkspaceBytes;
+}
+
+size_t WindowScatterPlugin::usableWorkspace(void const* workspace, WindowShape const& shape) const noexcept
+{
+    // TensorRT hands enqueue what getWorkspaceSize asked for at the profile's largest shapes ("sufficient for
+    // inputs and outputs of the given size or any smaller problem", NvInferRuntime.h), and the map's size only
+    // grows with B and nW, so the current shape's need fits. When this object answered getWorkspaceSize itself
+    // (build-time timing), the shape is also checked against that answer; a runtime copy made from the creator
+    // never saw it. Without a workspace the scatter takes the workspace-free kernels.
+    size_t const need = windowScatterWorkspaceSize(shape.batch, shape.numWindows);
+    if (workspace == nullptr || need == 0 || (mWorkspaceBytes != kUNKNOWN_WORKSPACE && need > mWorkspaceBytes))
     {
         return 0;
     }
-    return windowScatterWorkspaceSize(inputs[kBASE].max.d[0], inputs[kBASE].max.d[1]);
+    return need;
 }
 
 int32_t WindowScatterPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
@@ -163,10 +185,10 @@ int32_t WindowScatterPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTe
     }
     WindowShape const shape{base.d[0], base.d[1], idx.d[1], volumeFrom(base, 2)};
     // TensorRT gives the output its own buffer (no aliasing is requested), so this is the fused one-pass
-    // scatter through the winner map in the workspace (getWorkspaceSize sized it for the largest batch);
-    // windowScatter switches to the in-place variant by itself if the pointers ever coincide.
+    // scatter through the winner map in the workspace; windowScatter falls back to the workspace-free kernels
+    // when usableWorkspace says 0, and to the in-place variant if the pointers ever coincide.
     cudaError_t const status = windowScatter(outputs[0], inputs[kBASE], inputs[kIDX], inputs[kSRC], shape, dataType,
-        indexType, workspace, windowScatterWorkspaceSize(shape.batch, shape.numWindows), stream);
+        indexType, workspace, usableWorkspace(workspace, shape), stream);
     if (status != cudaSuccess)
     {
         logError(std::string("WindowScatter: kernel launch failed: ") + cudaGetErrorString(status));

@@ -47,6 +47,14 @@ protected:
     int32_t expectedInputs() const noexcept override;
 
 private:
+    //! Bytes of winner map enqueue may use for this shape: 0 (workspace-free kernels) without a workspace, or
+    //! when the shape needs more than this object's getWorkspaceSize asked for.
+    size_t usableWorkspace(void const* workspace, WindowShape const& shape) const noexcept;
+
+    static constexpr size_t kUNKNOWN_WORKSPACE{static_cast<size_t>(-1)};
+    //! What getWorkspaceSize last answered on this object (or the one it was cloned from).
+    mutable size_t mWorkspaceBytes{kUNKNOWN_WORKSPACE};
+
     static constexpr int32_t kBASE{0};
     static constexpr int32_t kIDX{1};
     static constexpr int32_t kSRC{2};
