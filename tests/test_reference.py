@@ -175,3 +175,21 @@ def test_check_against_reference_for_build(exported, tmp_path):
     with pytest.raises(CheckFailed, match="reference outputs failed"):
         check_against_reference(bad)
     assert check_against_reference(make_tiny_onnx(tmp_path / "noref.onnx")) is None
+
+
+def test_static_batch_artifact_against_a_reference_of_another_size(tmp_path):
+    """A --batch 2 graph checked on 3 stored inputs: chunks of exactly 2, the last one padded.
+    The stored outputs come from the dynamic-batch export of the same weights."""
+    from vitdeploy.engines.backends import make_artifact_runner
+    from vitdeploy.engines.parity import parity_from_reference
+    from vitdeploy.engines.reference_outputs import ReferenceOutputs, make_provenance
+
+    dyn = make_tiny_onnx(tmp_path / "dyn.onnx")
+    fixed = make_tiny_onnx(tmp_path / "fixed.onnx", fixed_batch=2)
+    x = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    with make_artifact_runner("ort", str(dyn)) as r:
+        y = r.infer({"images": x})
+    meta = open_artifact(fixed).metadata
+    ref = ReferenceOutputs({"images": x}, y, make_provenance(metadata=meta, inputs="3 random", reference="ort"))
+    report = parity_from_reference(fixed, ref.save(tmp_path / "ref.npz"))
+    assert report.passed and report.batch == 3 and report.outputs[0].shape == [3, 10]
