@@ -429,9 +429,9 @@ def test_trt_build_tiny_and_run(tmp_path):
 ])
 def test_trt_engine_parity_vs_pytorch_and_ort(tmp_path, name, sparsity, precision):
     from vitdeploy.engines.build import build_engine
+    from vitdeploy.engines.parity import THRESHOLDS
     from vitdeploy.engines.runners import OrtRunner
     from vitdeploy.engines.trt_runner import TrtRunner
-    from vitdeploy.engines.parity import THRESHOLDS
 
     model, onnx_path = _export_model(tmp_path, name, sparsity, precision)
     engine = tmp_path / f"{name}_{precision}.engine"

@@ -57,6 +57,7 @@ def _register_schemas() -> None:
 
 def _translations(portable: bool):
     import torch
+
     import vitdeploy.models.window_ops  # noqa: F401  (defines torch.ops.vitdeploy.*)
 
     if portable:

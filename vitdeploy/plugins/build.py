@@ -11,7 +11,13 @@ from typing import Callable, Dict, List, Optional
 
 from vitdeploy.errors import CheckFailed, UserError
 from vitdeploy.plugins import (
-    KERNELS_LIBRARY_NAME, LIBRARY_NAME, RUNNER_NAME, STATIC_REG_LIBRARY_NAME, PathLike, csrc_dir, default_build_dir,
+    KERNELS_LIBRARY_NAME,
+    LIBRARY_NAME,
+    RUNNER_NAME,
+    STATIC_REG_LIBRARY_NAME,
+    PathLike,
+    csrc_dir,
+    default_build_dir,
 )
 
 # CMake's FATAL_ERROR for headers and libnvinfer of different TensorRT majors starts with this.

@@ -10,8 +10,18 @@ from typing import Optional
 from vitdeploy import optional
 from vitdeploy.errors import UserError
 from vitdeploy.plugins import (
-    ENTRY_POINTS, PLUGIN_NAMESPACE, PLUGIN_OPS, PLUGIN_VERSION, PathLike, csrc_dir, default_build_dir, library_info,
-    library_path, load, registered_creators, runner_path,
+    ENTRY_POINTS,
+    PLUGIN_NAMESPACE,
+    PLUGIN_OPS,
+    PLUGIN_VERSION,
+    PathLike,
+    csrc_dir,
+    default_build_dir,
+    library_info,
+    library_path,
+    load,
+    registered_creators,
+    runner_path,
 )
 
 
