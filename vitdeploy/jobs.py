@@ -109,7 +109,9 @@ def artifact_metadata(artifact: os.PathLike) -> Dict[str, str]:
 def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_size=None,
            batch: Optional[int] = None, task: str = "classify", num_classes: Optional[int] = None,
            precision: str = "fp32", portable: bool = False, opset: int = 20, validate: bool = True,
-           validate_batch: int = 2, progress: Progress = _noop) -> Dict[str, object]:
+           validate_batch: int = 2, calib_images=None, calib_num: Optional[int] = None,
+           calib_method: Optional[str] = None, target: str = "trt",
+           progress: Progress = _noop) -> Dict[str, object]:
     """Checkpoint -> folded ONNX (+ fp16) -> ORT parity vs the unfolded model -> OUT.report.json."""
     import torch
 
@@ -123,8 +125,19 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
     out = vonnx.check_writable(out)
     if out.suffix != ".onnx":
         raise UserError(f"output {out} should end in .onnx")
-    if precision not in ("fp32", "fp16"):
-        raise UserError(f"--precision must be fp32 or fp16, not {precision!r}")
+    if precision not in ("fp32", "fp16", "int8", "fp8"):
+        raise UserError(f"--precision must be fp32, fp16, int8 or fp8, not {precision!r}")
+    # --- quantization (issue 11): argument checks before any slow work
+    quantized = precision in ("int8", "fp8")
+    if quantized:
+        from vitdeploy.export import quantize
+
+        calib_num = quantize.DEFAULT_CALIB_NUM if calib_num is None else calib_num
+        calib_method = calib_method or quantize.DEFAULT_METHOD
+        quantize.check_args(precision, opset, target, calib_method, calib_images, calib_num)
+    elif calib_images is not None or calib_num is not None or calib_method is not None:
+        raise UserError("--calib-images/--calib-num/--calib-method apply to --precision int8|fp8 only")
+    # --- end quantization
     if sparsity is not None and not spec.sparsity:
         raise UserError(f"--sparsity applies to Swin models (SparseViT), not {model}")
     if portable and not spec.sparsity:
@@ -163,11 +176,19 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
         from vitdeploy.export.precision import to_fp16
 
         proto = to_fp16(proto)
+    calibration = None
+    if quantized:  # issue 11: calibrated Q/DQ on the fp32 graph
+        qres = quantize.quantize_onnx(proto, precision=precision, calib_images=calib_images,
+                                      calib_num=calib_num, method=calib_method, target=target,
+                                      mean=spec.mean, std=spec.std, progress=progress)
+        proto, calibration = qres.model, qres.summary()
     meta = {"version": __version__, "model": model, "task": task, "img_size": str(img_size),
             "sparsity": (sparsity_cfg.to_json() if sparsity_cfg is not None and not sparsity_cfg.is_dense
                          else "null"),
             "precision": precision, "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
             "checkpoint_sha256": ckpt_sha, "num_classes": str(num_classes)}
+    if calibration is not None:
+        meta["calibration"] = json.dumps({k: calibration[k] for k in ("target", "method", "num_images", "source")})
     vonnx.set_metadata(proto, meta)
     proto.producer_name, proto.producer_version = "vitdeploy", __version__
     vonnx.check_model(proto)
@@ -188,6 +209,8 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
         "parameters": int(sum(p.numel() for p in ref.parameters())),
         "macs": count_macs(deploy, img_size),
     }
+    if calibration is not None:
+        report["calibration"] = calibration
     if sparsity_cfg is not None and not sparsity_cfg.is_dense:
         from vitdeploy.models.registry import build_model
 

@@ -104,6 +104,12 @@ class OrtRunner(Runner):
                  profile_prefix: Optional[str] = None, name: str = "ort"):
         import onnxruntime as ort
 
+        # --- fp8 (issue 11): ORT CPU's extended optimizers mis-handle float8 Q/DQ (QDQ fusion
+        # builds a QLinearConv that rejects float8; with that fusion off, a later one computes
+        # wrong values, cosine 0.82); the basic level runs the Q/DQ nodes as reference ops.
+        if optimization in ("all", "extended") and not providers and _is_fp8_onnx(onnx_path):
+            optimization = "basic"
+        # --- end fp8
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
@@ -162,6 +168,17 @@ def tensorrt_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def _is_fp8_onnx(path) -> bool:
+    if not str(path).endswith(".onnx"):
+        return False
+    from vitdeploy.export.onnx import read_metadata
+
+    try:
+        return read_metadata(path).get("precision") == "fp8"
+    except Exception:  # unreadable: let the session report it
+        return False
 
 
 def make_artifact_runner(backend: str, artifact: str, threads: Optional[int] = None,

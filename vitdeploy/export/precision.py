@@ -57,6 +57,8 @@ from vitdeploy.errors import UserError
 THRESHOLDS = {
     "fp32": {"max_rel_err": 1e-4, "min_cosine": 0.99999, "min_top1": 1.0, "min_top5": 1.0},
     "fp16": {"max_rel_err": 5e-2, "min_cosine": 0.999, "min_top1": 0.99, "min_top5": 0.9},
+    "int8": {"max_rel_err": 2e-1, "min_cosine": 0.99, "min_top1": 0.5, "min_top5": 0.5},
+    "fp8": {"max_rel_err": 2e-1, "min_cosine": 0.99, "min_top1": 0.5, "min_top5": 0.5},
 }
 FP32_THRESHOLDS = THRESHOLDS["fp32"]
 FP16_THRESHOLDS = THRESHOLDS["fp16"]
