@@ -57,9 +57,15 @@ from vitdeploy.errors import UserError
 THRESHOLDS = {
     "fp32": {"max_rel_err": 1e-4, "min_cosine": 0.99999, "min_top1": 1.0, "min_top5": 1.0},
     "fp16": {"max_rel_err": 5e-2, "min_cosine": 0.999, "min_top1": 0.99, "min_top5": 0.9},
-    "int8": {"max_rel_err": 2e-1, "min_cosine": 0.99, "min_top1": 0.5, "min_top5": 0.5},
-    "fp8": {"max_rel_err": 2e-1, "min_cosine": 0.99, "min_top1": 0.5, "min_top5": 0.5},
+    "int8": {"max_rel_err": 2.5e-1, "min_cosine": 0.999, "min_top1": 0.99, "min_top5": 0.9},
+    "fp8": {"max_rel_err": 3e-1, "min_cosine": 0.995, "min_top1": 0.95, "min_top5": 0.85},
 }
+# int8 / fp8 (calibrated Q/DQ, issue 11), measured on ORT CPU with random non-trivial weights,
+# calibration on other random inputs: EfficientViT-M0 int8 cosine 0.99992, max_rel 1.7e-2, fp8
+# 0.99913 / 6.3e-2, top-1 and top-5 100 % for both on 32 images; pruned Swin-T backbone (224)
+# int8 cosine >= 0.9993 per feature map, fp8 >= 0.9970, max_rel 0.16 for both (one element at
+# the edge of a range; cosine is the gate that matters). FP8 e4m3 has a 4-bit significand, so
+# its gate is looser than int8's; both still fail a broken layer (cosine << 0.99).
 FP32_THRESHOLDS = THRESHOLDS["fp32"]
 FP16_THRESHOLDS = THRESHOLDS["fp16"]
 
