@@ -171,14 +171,16 @@ def tensorrt_available() -> bool:
 
 
 def _is_fp8_onnx(path) -> bool:
+    """Whether the graph holds float8 Q/DQ (from its initializers, so metadata-less files count)."""
     if not str(path).endswith(".onnx"):
         return False
-    from vitdeploy.export.onnx import read_metadata
+    import onnx
 
     try:
-        return read_metadata(path).get("precision") == "fp8"
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # unreadable: let the session report it
         return False
+    return any(t.data_type == onnx.TensorProto.FLOAT8E4M3FN for t in proto.graph.initializer)
 
 
 def make_artifact_runner(backend: str, artifact: str, threads: Optional[int] = None,

@@ -32,7 +32,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List
 
 import numpy as np
 
@@ -143,14 +143,6 @@ def check_precision_args(precision: str, opset: int, target: str = "trt", method
         raise UserError("--precision fp8 is for TensorRT (--target trt); ORT CPU has no fast fp8 kernels")
 
 
-def is_depthwise(node, weight_shapes: Dict[str, tuple]) -> bool:
-    if node.op_type != "Conv":
-        return False
-    group = next((a.i for a in node.attribute if a.name == "group"), 1)
-    shape = weight_shapes.get(node.input[1]) if len(node.input) > 1 else None
-    return group > 1 and shape is not None and shape[1] == 1
-
-
 class _Reader:
     """ORT CalibrationDataReader over an in-memory batch of preprocessed images, with progress."""
 
@@ -185,14 +177,16 @@ def _ort_method(method: str):
             "percentile": CalibrationMethod.Percentile}[method]
 
 
-def calibrate(model, images: np.ndarray, *, method: str = "minmax", batch: int = 8,
+def calibrate(model, images: np.ndarray, *, method: str = DEFAULT_METHOD, batch: int = 8, symmetric: bool = True,
               progress: Callable[[str], None] = lambda m: None, percentile: float = 99.999):
-    """Run ORT's calibrator on the float model; returns ORT's TensorsData for QUANTIZED_OPS tensors."""
+    """Run ORT's calibrator on the float model; returns ORT's TensorsData for QUANTIZED_OPS tensors.
+
+    symmetric: histogram methods clip |x| (zero point 0, `trt`); False keeps both tails (`ort-cpu`)."""
     import onnx
     from onnxruntime.quantization.calibrate import create_calibrator
 
     cm = _ort_method(method)
-    extra = {"symmetric": True} if method != "minmax" else {}
+    extra = {"symmetric": symmetric} if method != "minmax" else {}
     if method == "percentile":
         extra["percentile"] = percentile
     with tempfile.TemporaryDirectory(prefix="vitdeploy-calib-") as d:
@@ -208,13 +202,13 @@ def calibrate(model, images: np.ndarray, *, method: str = "minmax", batch: int =
 
 
 def quantize_with_images(model, images: np.ndarray, *, precision: str = "int8", method: str = DEFAULT_METHOD,
-                  target: str = "trt", calib_batch: int = 8, skip_depthwise: bool = False,
-                  skip_activation_matmul: bool = False,
-                  exclude_ops: Iterable[str] = (), progress: Callable[[str], None] = lambda m: None,
-                  tensors_range=None) -> QuantizeResult:
+                  target: str = "trt", calib_batch: int = 8, exclude_ops: Iterable[str] = (),
+                  progress: Callable[[str], None] = lambda m: None, tensors_range=None) -> QuantizeResult:
     """Calibrate `model` (float onnx.ModelProto) on `images` [N,3,H,W] and return its Q/DQ copy.
 
-    skip_depthwise: leave depthwise Conv in float (EfficientViT on ORT CPU: see README numbers).
+    Every Conv/MatMul/Gemm is quantized by default: leaving EfficientViT's depthwise convs or the
+    attention MatMuls in float was measured slower on ORT CPU (more Q/DQ boundaries; M0 b16
+    0.92x vs 0.97x) and no more accurate. exclude_ops: op types to leave float anyway.
     tensors_range: reuse ranges from an earlier `calibrate` call (skips calibration).
     """
     import onnx
@@ -228,16 +222,12 @@ def quantize_with_images(model, images: np.ndarray, *, precision: str = "int8", 
     _name_nodes(model)
     n_custom = sum(n.domain == CUSTOM_DOMAIN for n in model.graph.node)
     functions = [(f.domain, f.name) for f in model.functions]
-    weight_shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
     excluded_types = set(exclude_ops)
-    exclude = [n.name for n in model.graph.node
-               if n.op_type in QUANTIZED_OPS and (n.op_type in excluded_types
-                                                  or (skip_depthwise and is_depthwise(n, weight_shapes))
-                                                  or (skip_activation_matmul and n.op_type == "MatMul"
-                                                      and not any(i in weight_shapes for i in n.input)))]
+    exclude = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.op_type in excluded_types]
     exclude += [n.name for n in model.graph.node if n.domain == CUSTOM_DOMAIN]
     if tensors_range is None:
-        tensors_range = calibrate(model, images, method=method, batch=calib_batch, progress=progress)
+        tensors_range = calibrate(model, images, method=method, batch=calib_batch, symmetric=target == "trt",
+                                  progress=progress)
     float_init = {t.name: t for t in model.graph.initializer}
 
     trt = target == "trt"
