@@ -131,9 +131,11 @@ def main(argv=None):
             variants = _variants(p, img, 16 if img <= 224 else 4, tmp, fp16=True)
             for batch, threads in settings:
                 iters = args.iters * (4 if batch == 1 and img <= 224 else 1)
+                load = os.getloadavg()[0]
                 res = _measure(variants, batch, threads, img, iters, args.rounds, task == "classify")
                 for k, v in res.items():
-                    row = {"model": label, "img_size": img, "batch": batch, "threads": threads, "variant": k, **v}
+                    row = {"model": label, "img_size": img, "batch": batch, "threads": threads, "variant": k, **v,
+                           "load_avg_1min": load}
                     rows.append(row)
                     top = f"  top1 {v['top1_agreement']:.0%}" if v["top1_agreement"] is not None else ""
                     print(f"{label:<18} {img} b{batch:<2} t{threads} {k:<13} {v['median_ms']:9.2f} ms  "

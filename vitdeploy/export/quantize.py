@@ -194,8 +194,8 @@ def calibrate(model, images: np.ndarray, *, method: str = DEFAULT_METHOD, batch:
         onnx.save_model(model, str(src))  # in place external data would rewrite `model` itself
         cal = create_calibrator(src, list(QUANTIZED_OPS), augmented_model_path=str(Path(d) / "aug.onnx"),
                                 calibrate_method=cm, extra_options=extra)
-        cal.collect_data(_Reader(images, model.graph.input[0].name, batch, progress))
-        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print() settings
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print() as they go
+            cal.collect_data(_Reader(images, model.graph.input[0].name, batch, progress))
             data = cal.compute_data()
         del cal
     return data
