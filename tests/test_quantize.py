@@ -347,6 +347,7 @@ def test_cli_random_calibration_warns(tmp_path):
     (["--precision", "int8", "--calib-num", "0"], "--calib-num must be >= 1"),
     (["--precision", "fp8", "--opset", "18"], "--opset >= 19"),
     (["--precision", "fp32", "--calib-images", "EMPTY"], "apply to --precision int8|fp8 only"),
+    (["--precision", "fp16", "--target", "ort-cpu"], "apply to --precision int8|fp8 only"),
     (["--precision", "fp8", "--target", "ort-cpu"], "fp8 is for TensorRT"),
 ])
 def test_cli_bad_quantization_input_exits_2(tmp_path, capsys, extra, needle):

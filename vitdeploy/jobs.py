@@ -135,8 +135,8 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
         calib_num = quantize.DEFAULT_CALIB_NUM if calib_num is None else calib_num
         calib_method = calib_method or quantize.DEFAULT_METHOD
         quantize.check_args(precision, opset, target, calib_method, calib_images, calib_num)
-    elif calib_images is not None or calib_num is not None or calib_method is not None:
-        raise UserError("--calib-images/--calib-num/--calib-method apply to --precision int8|fp8 only")
+    elif calib_images is not None or calib_num is not None or calib_method is not None or target != "trt":
+        raise UserError("--calib-images/--calib-num/--calib-method/--target apply to --precision int8|fp8 only")
     # --- end quantization
     if sparsity is not None and not spec.sparsity:
         raise UserError(f"--sparsity applies to Swin models (SparseViT), not {model}")
