@@ -334,11 +334,21 @@ def test_cli_export_int8_with_calibration_images(tmp_path):
     assert check_qdq_rules(onnx.load(str(out)), "int8") == []
 
 
-def test_cli_random_calibration_warns(tmp_path):
-    out = tmp_path / "m0_fp8.onnx"
-    res = run("export", "efficientvit_m0", "--precision", "fp8", "--calib-num", 2, "--no-validate", "-q", "-o", out)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "warning: no --calib-images" in res.stderr
+def test_random_calibration_warns():
+    msgs = []
+    x, source = quantize.calibration_inputs(None, 3, 64, (0.5,) * 3, (0.25,) * 3, warn=msgs.append)
+    assert x.shape == (3, 3, 64, 64) and source == "3 random inputs (seed 1)"
+    assert len(msgs) == 1 and msgs[0].startswith("warning: no --calib-images")
+
+
+def test_calibration_images_use_the_export_preprocessing(tmp_path):
+    from vitdeploy.models.registry import preprocess_images
+
+    calib = _write_images(tmp_path / "calib", 3)
+    x, source = quantize.calibration_inputs(calib, 2, 64, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    np.testing.assert_array_equal(x, preprocess_images(sorted(calib.iterdir())[:2], 64, (0.5, 0.4, 0.3),
+                                                       (0.2, 0.25, 0.3)))
+    assert source == f"2 images from {calib}"
 
 
 @pytest.mark.parametrize("extra,needle", [
@@ -365,13 +375,15 @@ def test_cli_bad_quantization_input_exits_2(tmp_path, capsys, extra, needle):
     assert not out.exists()
 
 
-def test_cli_unreadable_calibration_image_exits_2(tmp_path):
-    calib = tmp_path / "calib"
-    calib.mkdir()
+def test_cli_unreadable_calibration_image_exits_2(tmp_path, capsys):
+    from vitdeploy import cli
+
+    calib = _write_images(tmp_path / "calib", 1)
     (calib / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "x.onnx"
-    res = run("export", "efficientvit_m0", "--precision", "int8", "--calib-images", calib, "--no-validate", "-o", out)
-    assert_user_error(res, "--calib-images: cannot read")
+    code = cli.main(["export", "efficientvit_m0", "--precision", "int8", "--calib-images", str(calib), "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--calib-images: cannot read" in err[0] and "broken.jpg" in err[0], err
     assert not out.exists()
 
 

@@ -7,15 +7,16 @@ Q/DQ insertion use `onnxruntime.quantization` (QDQ format, symmetric, per-channe
 weights) and a small post-pass on the proto makes the graph follow TensorRT's explicit-quantization
 rules exactly:
 
-- Only the data inputs of Conv / MatMul / Gemm are quantized (`QUANTIZED_OPS`); ORT replaces a
+- Only the data and weight inputs of Conv / MatMul / Gemm are quantized (`QUANTIZED_OPS`); ORT replaces a
   quantized tensor in *all* its consumers, so every other consumer (LayerNorm, residual Add, the
   importance score, WindowGather, graph outputs) is rewired to the float tensor: normalizations,
   Softmax, GELU, TopK, index math and the window ops stay float, and see float inputs.
 - Activations per tensor, weights per output channel (Conv/Gemm-transB axis 0, MatMul last axis),
   all zero points 0 (`target="trt"`).
 - Biases stay float for TensorRT (its DequantizeLinear takes no int32; it fuses the float bias);
-  the `ort-cpu` flavour keeps ORT's int32 bias DQ and uses uint8 activations (asymmetric), which
-  is what ORT's CPU QLinearConv / MatMulInteger kernels fuse fastest on x86 (VNNI u8*s8).
+  the `ort-cpu` flavour keeps ORT's own placement (outputs quantized too, int32 bias DQ) and uint8
+  activations (asymmetric), which ORT's CPU QLinearConv / MatMulIntegerToFloat fuse on x86 (VNNI
+  u8*s8); it is not meant for TensorRT.
 - FP8: the same placement and calibrated ranges with `float8e4m3fn` Q/DQ (opset >= 19), scale =
   amax / 448 per tensor (activations) or per output channel (weights). ORT CPU executes these
   Q/DQ nodes, so FP8's accuracy is measured on CPU; its speed only means something on a GPU.
@@ -81,7 +82,19 @@ def check_args(precision: str, opset: int, target: str = "trt", method: str = DE
     if calib_num < 1:
         raise UserError(f"--precision {precision} needs calibration inputs: --calib-num must be >= 1, not {calib_num}")
     if calib_images is not None:
-        calibration_files(calib_images, calib_num)
+        _check_readable(calibration_files(calib_images, calib_num))
+
+
+def _check_readable(files: List[Path]) -> None:
+    """Header check of every calibration image, so a broken file fails before the model is built."""
+    from PIL import Image, UnidentifiedImageError
+
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise UserError(f"--calib-images: cannot read {f}: {e}")
 
 
 def calibration_files(calib_dir, calib_num: int) -> List[Path]:
@@ -189,6 +202,8 @@ def calibrate(model, images: np.ndarray, *, method: str = DEFAULT_METHOD, batch:
     extra = {"symmetric": symmetric} if method != "minmax" else {}
     if method == "percentile":
         extra["percentile"] = percentile
+    if method == "entropy":  # ORT's default 128 bins = 128 quantized bins degenerates to min/max
+        extra.update(num_bins=2048, num_quantized_bins=128)  # TensorRT's entropy calibrator settings
     with tempfile.TemporaryDirectory(prefix="vitdeploy-calib-") as d:
         src = Path(d) / "model.onnx"
         onnx.save_model(model, str(src))  # in place external data would rewrite `model` itself
