@@ -33,7 +33,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 
@@ -158,10 +158,10 @@ def check_precision_args(precision: str, opset: int, target: str = "trt", method
 
 
 class _Reader:
-    """ORT CalibrationDataReader over an in-memory batch of preprocessed images, with progress."""
+    """ORT CalibrationDataReader over in-memory preprocessed images, `batch` at a time."""
 
-    def __init__(self, images: np.ndarray, input_name: str, batch: int, progress: Callable[[str], None]):
-        self.images, self.input_name, self.batch, self.progress = images, input_name, batch, progress
+    def __init__(self, images: np.ndarray, input_name: str, batch: int):
+        self.images, self.input_name, self.batch = images, input_name, batch
         self.pos = 0
 
     def get_next(self):
@@ -169,7 +169,6 @@ class _Reader:
             return None
         x = self.images[self.pos:self.pos + self.batch]
         self.pos += len(x)
-        self.progress(f"  calibrating: {self.pos}/{len(self.images)} images")
         return {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
 
     def rewind(self):
@@ -191,6 +190,11 @@ def _ort_method(method: str):
             "percentile": CalibrationMethod.Percentile}[method]
 
 
+def calib_batch_for(img_size: int) -> int:
+    """Calibration batch that keeps ORT's per-call intermediate outputs near 8 images at 224 px."""
+    return max(1, min(8, int(8 * (224 / img_size) ** 2)))
+
+
 def calibrate(model, images: np.ndarray, *, method: str = DEFAULT_METHOD, batch: int = 8, symmetric: bool = True,
               progress: Callable[[str], None] = lambda m: None, percentile: float = 99.999):
     """Run ORT's calibrator on the float model; returns ORT's TensorsData for QUANTIZED_OPS tensors.
@@ -210,15 +214,20 @@ def calibrate(model, images: np.ndarray, *, method: str = DEFAULT_METHOD, batch:
         onnx.save_model(model, str(src))  # in place external data would rewrite `model` itself
         cal = create_calibrator(src, list(QUANTIZED_OPS), augmented_model_path=str(Path(d) / "aug.onnx"),
                                 calibrate_method=cm, extra_options=extra)
+        # One collect_data call per batch: ORT keeps every intermediate output of a call in memory
+        # (~0.5 GB per 672-px Swin image) and merges ranges/histograms across calls.
+        name = model.graph.input[0].name
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print() as they go
-            cal.collect_data(_Reader(images, model.graph.input[0].name, batch, progress))
+            for i in range(0, len(images), batch):
+                cal.collect_data(_Reader(images[i:i + batch], name, batch))
+                progress(f"  calibrating: {min(i + batch, len(images))}/{len(images)} images")
             data = cal.compute_data()
         del cal
     return data
 
 
 def quantize_with_images(model, images: np.ndarray, *, precision: str = "int8", method: str = DEFAULT_METHOD,
-                  target: str = "trt", calib_batch: int = 8, exclude_ops: Iterable[str] = (),
+                  target: str = "trt", calib_batch: Optional[int] = None, exclude_ops: Iterable[str] = (),
                   progress: Callable[[str], None] = lambda m: None, tensors_range=None) -> QuantizeResult:
     """Calibrate `model` (float onnx.ModelProto) on `images` [N,3,H,W] and return its Q/DQ copy.
 
@@ -242,6 +251,7 @@ def quantize_with_images(model, images: np.ndarray, *, precision: str = "int8", 
     exclude = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.op_type in excluded_types]
     exclude += [n.name for n in model.graph.node if n.domain == CUSTOM_DOMAIN]
     if tensors_range is None:
+        calib_batch = calib_batch or calib_batch_for(int(images.shape[-1]))
         tensors_range = calibrate(model, images, method=method, batch=calib_batch, symmetric=target == "trt",
                                   progress=progress)
     float_init = {t.name: t for t in model.graph.initializer}
