@@ -87,7 +87,9 @@ def cmd_export(args, con: Console) -> int:
     report = jobs.export(args.model, args.output, checkpoint=args.checkpoint, sparsity=args.sparsity,
                          img_size=args.img_size, batch=args.batch, task=args.task, num_classes=args.num_classes,
                          precision=args.precision, portable=args.portable, opset=args.opset,
-                         images=args.images, validate=not args.no_validate, progress=con.progress)
+                         images=args.images, validate=not args.no_validate, calib_images=args.calib_images,
+                         calib_num=args.calib_num, calib_method=args.calib_method, target=args.target,
+                         progress=con.progress)
     t = report["timings"]
     print(f"wrote {report['onnx']} ({report['onnx_bytes'] / 2**20:.1f} MiB, "
           f"{sum(report['op_histogram'].values())} nodes, "
@@ -268,7 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", choices=("classify", "backbone"), default="classify")
     s.add_argument("--num-classes", type=_positive_int, default=None,
                    help="classifier classes (default: from the checkpoint's head, else 1000)")
-    s.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    s.add_argument("--precision", choices=("fp32", "fp16", "int8", "fp8"), default="fp32",
+                   help="int8/fp8: calibrated Q/DQ (TensorRT explicit quantization; ORT CPU runs it)")
+    s.add_argument("--calib-images", help="int8/fp8: directory of calibration images (default: random inputs, warned)")
+    s.add_argument("--calib-num", type=int, default=None, help="int8/fp8: number of calibration images (default 32)")
+    s.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default=None,
+                   help="int8/fp8: activation range calibration (default percentile 99.999)")
+    s.add_argument("--target", choices=("trt", "ort-cpu"), default="trt",
+                   help="int8: trt = TensorRT-compatible Q/DQ (signed, symmetric; default); "
+                        "ort-cpu = ONNX Runtime CPU-tuned (uint8 activations, quantized outputs)")
     s.add_argument("--portable", action="store_true", help="standard ops only (no vitdeploy custom nodes)")
     s.add_argument("--opset", type=int, default=20)
     s.add_argument("--images", help="directory of images: their preprocessed arrays and PyTorch outputs join the "

@@ -23,7 +23,8 @@ from vitdeploy.errors import CheckFailed, UserError
 
 Progress = Callable[[str], None]
 RANDOM_WEIGHTS = "random-seed-0"
-PRECISIONS = ("fp32", "fp16")
+QUANTIZED = ("int8", "fp8")
+PRECISIONS = ("fp32", "fp16") + QUANTIZED
 TORCH_REFERENCE = "torch"  # what produced a reference's outputs: the unfolded PyTorch original
 
 
@@ -137,11 +138,16 @@ class ExportRequest:
     images: Optional[os.PathLike]
     reference_batch: int
     spec: object = None
+    calib_images: Optional[os.PathLike] = None
+    calib_num: Optional[int] = None
+    calib_method: Optional[str] = None
+    target: str = "trt"
     timings: Dict[str, float] = field(default_factory=dict)
 
 
 def _check_export(model, out, *, checkpoint, sparsity, img_size, batch, task, num_classes, precision, portable,
-                  opset, images, validate_batch, progress) -> ExportRequest:
+                  opset, images, validate_batch, calib_images, calib_num, calib_method, target,
+                  progress) -> ExportRequest:
     from vitdeploy.export.onnx import check_writable
     from vitdeploy.models.registry import get_spec
 
@@ -151,6 +157,14 @@ def _check_export(model, out, *, checkpoint, sparsity, img_size, batch, task, nu
         raise UserError(f"output {out} should end in .onnx")
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision in QUANTIZED:  # every calibration check before the slow steps
+        from vitdeploy.export import quantize
+
+        calib_num = quantize.DEFAULT_CALIB_NUM if calib_num is None else calib_num
+        calib_method = calib_method or quantize.DEFAULT_METHOD
+        quantize.check_args(precision, opset, target, calib_method, calib_images, calib_num)
+    elif calib_images is not None or calib_num is not None or calib_method is not None or target != "trt":
+        raise UserError("--calib-images/--calib-num/--calib-method/--target apply to --precision int8|fp8 only")
     if sparsity is not None and not spec.sparsity:
         raise UserError(f"--sparsity applies to Swin models (SparseViT), not {model}")
     if portable and not spec.sparsity:
@@ -161,7 +175,8 @@ def _check_export(model, out, *, checkpoint, sparsity, img_size, batch, task, nu
         raise UserError(f"--images: {images} not found")
     return ExportRequest(model, out, checkpoint, sparsity, img_size or spec.default_img_size, batch, task,
                          num_classes, precision, portable, opset, images,
-                         validate_batch if batch is None else batch, spec)
+                         validate_batch if batch is None else batch, spec, calib_images, calib_num, calib_method,
+                         target)
 
 
 def _export_graph(req: ExportRequest, deploy):
@@ -180,13 +195,24 @@ def _export_graph(req: ExportRequest, deploy):
         raise CheckFailed(f"ONNX export of {req.model} failed: {str(e).splitlines()[0]}")
 
 
-def _precision_pass(proto, precision: str):
-    """Where the graph gets its precision (TensorRT 11 is strongly typed: precision lives in the graph)."""
-    if precision == "fp16":
+def _precision_pass(proto, req: ExportRequest, progress: Progress):
+    """Where the graph gets its precision (TensorRT 11 is strongly typed: precision lives in the graph).
+
+    Returns (proto, calibration summary or None)."""
+    if req.precision == "fp16":
         from vitdeploy.export.precision import to_fp16
 
-        return to_fp16(proto)
-    return proto
+        return to_fp16(proto), None
+    if req.precision in QUANTIZED:  # calibrated Q/DQ on the fp32 graph
+        from vitdeploy.export import quantize
+
+        spec = req.spec
+        res = quantize.quantize_onnx(proto, precision=req.precision, calib_images=req.calib_images,
+                                     calib_num=req.calib_num, method=req.calib_method, target=req.target,
+                                     mean=spec.mean, std=spec.std, crop_pct=spec.crop_pct,
+                                     interpolation=spec.interpolation, progress=progress)
+        return res.model, res.summary()
+    return proto, None
 
 
 def _export_metadata(req: ExportRequest, ckpt_sha: str, sparsity_cfg, num_classes: int) -> Dict[str, str]:
@@ -253,7 +279,8 @@ def _export_report(req: ExportRequest, proto, ref, deploy, *, ckpt_sha, meta, nb
 def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_size=None,
            batch: Optional[int] = None, task: str = "classify", num_classes: Optional[int] = None,
            precision: str = "fp32", portable: bool = False, opset: int = 20, validate: bool = True,
-           validate_batch: int = 2, images: Optional[os.PathLike] = None,
+           validate_batch: int = 2, images: Optional[os.PathLike] = None, calib_images=None,
+           calib_num: Optional[int] = None, calib_method: Optional[str] = None, target: str = "trt",
            progress: Progress = _noop) -> Dict[str, object]:
     """Checkpoint -> folded ONNX (+ precision pass) -> OUT.ref.npz -> ORT parity -> OUT.report.json."""
     from vitdeploy.engines.bench import peak_rss_mb
@@ -265,7 +292,8 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
     t_all = time.perf_counter()
     req = _check_export(model, out, checkpoint=checkpoint, sparsity=sparsity, img_size=img_size, batch=batch,
                         task=task, num_classes=num_classes, precision=precision, portable=portable, opset=opset,
-                        images=images, validate_batch=validate_batch, progress=progress)
+                        images=images, validate_batch=validate_batch, calib_images=calib_images,
+                        calib_num=calib_num, calib_method=calib_method, target=target, progress=progress)
     timings = req.timings
 
     with _timed(timings, "build_s"):
@@ -281,9 +309,11 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
     with _timed(timings, "export_s"):
         progress(f"[3/5] exporting ONNX (opset {opset}, batch {'dynamic' if batch is None else batch}"
                  + (", portable" if portable else "") + ")")
-        proto = _precision_pass(_export_graph(req, deploy), precision)
+        proto, calibration = _precision_pass(_export_graph(req, deploy), req, progress)
         # num_classes comes from the checkpoint's head when not given
         meta = _export_metadata(req, ckpt_sha, getattr(ref, "sparsity", None), ref.num_classes)
+        if calibration is not None:
+            meta["calibration"] = json.dumps({k: calibration[k] for k in ("target", "method", "num_images", "source")})
         vonnx.set_metadata(proto, meta)
         proto.producer_name, proto.producer_version = "vitdeploy", __version__
         vonnx.check_model(proto)
@@ -295,6 +325,8 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
 
     report = _export_report(req, proto, ref, deploy, ckpt_sha=ckpt_sha, meta=meta, nbytes=nbytes, bn=bn)
     report["reference"] = str(ref_path)
+    if calibration is not None:
+        report["calibration"] = calibration
     report["parity"] = None
     if validate:
         with _timed(timings, "validate_s"):

@@ -29,7 +29,16 @@ from vitdeploy.errors import CheckFailed, UserError
 THRESHOLDS: Dict[str, Dict[str, float]] = {
     "fp32": {"max_rel_err": 1e-4, "min_cosine": 0.99999, "min_top1": 1.0, "min_top5": 1.0},
     "fp16": {"max_rel_err": 5e-2, "min_cosine": 0.999, "min_top1": 0.99, "min_top5": 0.9},
+    "int8": {"max_rel_err": 2.5e-1, "min_cosine": 0.999, "min_top1": 0.99, "min_top5": 0.9},
+    "fp8": {"max_rel_err": 3e-1, "min_cosine": 0.995, "min_top1": 0.95, "min_top5": 0.85},
 }
+# int8 / fp8 (calibrated Q/DQ), measured on ORT CPU with random non-trivial weights, calibration
+# on other random inputs: dense Swin-T backbone (224) int8 cosine >= 0.9997 per feature map,
+# max_rel 0.03; pruned Swin-T (224, no window swapped) int8 >= 0.9993, fp8 >= 0.9970, max_rel 0.16
+# (one element at the edge of a range; cosine is the gate that matters). FP8 e4m3 has a 4-bit
+# significand, so its gate is looser than int8's. EfficientViT-M0 measures int8 0.99992, fp8
+# 0.99913, top-1 100 %, but with random weights its logits are input-independent to 5e-5, so those
+# numbers say little; a trained checkpoint is needed to check the classifier gates.
 
 
 @dataclass
