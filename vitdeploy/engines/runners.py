@@ -131,7 +131,8 @@ class OrtRunner(Runner):
         # ORT CPU's extended optimizers mis-handle float8 Q/DQ (QDQ fusion
         # builds a QLinearConv that rejects float8; with that fusion off, a later one computes
         # wrong values, cosine 0.82); the basic level runs the Q/DQ nodes as reference ops.
-        if optimization in ("all", "extended") and not providers and _is_fp8_onnx(onnx_path):
+        cpu_only = not providers or list(providers) == ["CPUExecutionProvider"]
+        if optimization in ("all", "extended") and cpu_only and _is_fp8_onnx(onnx_path):
             optimization = "basic"
         so = ort.SessionOptions()
         if threads:
