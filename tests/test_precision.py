@@ -148,7 +148,7 @@ def _window_model(nw=16, n=16, c=32, k=8, hidden=64):
 
 
 def test_thresholds_one_place():
-    assert set(THRESHOLDS) == {"fp32", "fp16", "int8", "fp8"}
+    assert set(THRESHOLDS) == {"fp32", "fp16", "int8", "fp8", "int8-pruned", "fp8-pruned"}
     for th in THRESHOLDS.values():
         assert set(th) == {"max_rel_err", "min_cosine", "min_top1", "min_top5"}
     assert THRESHOLDS["fp32"]["max_rel_err"] == 1e-4 and THRESHOLDS["fp16"]["min_cosine"] == 0.999

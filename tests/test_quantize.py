@@ -21,7 +21,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from vitdeploy import jobs
-from vitdeploy.engines.parity import THRESHOLDS  # where thresholds live after the house refactor too
+from vitdeploy.engines.parity import THRESHOLDS, parity_class
 from vitdeploy.export import quantize
 from vitdeploy.models.preprocess import random_images
 
@@ -259,10 +259,17 @@ def test_quantized_parity_vs_pytorch_fp32(quantized, exports, key, precision):
 @pytest.mark.parametrize("precision", ["int8", "fp8"])
 def test_pruned_swin_quantized_parity(quantized, exports, precision):
     path, _ = quantized["swin", precision]
-    rep = _parity(exports, "swin", path, precision)
-    for o in rep.outputs:
+    rep = _parity(exports, "swin", path, parity_class({"precision": precision, "sparsity": json.dumps(RATIOS)}))
+    assert rep.thresholds == THRESHOLDS[f"{precision}-pruned"]
+    assert rep.passed, rep.table()
+    for o in rep.outputs:  # stricter than the gate where this small case allows
         assert o.cosine >= PRUNED_MIN_COSINE, rep.table()
-        assert o.max_rel_err < 1.0, rep.table()
+
+
+def test_parity_class_names_the_pruned_rows():
+    assert parity_class({"precision": "int8", "sparsity": "null"}) == "int8"
+    assert parity_class({"precision": "fp8", "sparsity": json.dumps(RATIOS)}) == "fp8-pruned"
+    assert parity_class({"precision": "fp16", "sparsity": json.dumps(RATIOS)}) == "fp16"
 
 
 def test_parity_detects_a_broken_quantized_layer(quantized, exports):
@@ -427,7 +434,7 @@ def test_trt_quantized_engine_parity(quantized, exports, tmp_path, key, precisio
     assert man["precision"] == precision
     _, ref, task, img = exports[key]
     rep = _validate(ref, engine, task=task, img_size=img, precision=precision, backend="trt")
-    if key == "swin":  # near-tied window swaps, as on ORT (PRUNED_MIN_COSINE)
-        assert all(o.cosine >= PRUNED_MIN_COSINE for o in rep.outputs), rep.table()
+    if key == "swin":  # near-tied window swaps, as on ORT: the pruned row's gate
+        assert all(o.cosine >= THRESHOLDS[f"{precision}-pruned"]["min_cosine"] for o in rep.outputs), rep.table()
     else:
         assert rep.passed, rep.table()

@@ -368,7 +368,7 @@ def validate(artifact: os.PathLike, *, reference: Optional[os.PathLike] = None, 
 def _validate_against_torch(art, *, checkpoint, images, backend, batch, plugin_lib, progress):
     from vitdeploy import optional
     from vitdeploy.engines.backends import default_backend, make_artifact_runner
-    from vitdeploy.engines.parity import run_parity
+    from vitdeploy.engines.parity import parity_class, run_parity
     from vitdeploy.engines.reference_outputs import reference_path_for
     from vitdeploy.models.preprocess import random_images
 
@@ -392,7 +392,7 @@ def _validate_against_torch(art, *, checkpoint, images, backend, batch, plugin_l
     cand = make_artifact_runner(backend, str(art.path), plugin_lib=plugin_lib)
     try:
         parity = run_parity(torch_runner_for(ref, task, img_size), cand, x,
-                            precision=meta.get("precision", "fp32"), task=task, inputs=label)
+                            precision=parity_class(meta), task=task, inputs=label)
     finally:
         cand.close()
     progress("[3/3] compared")

@@ -31,7 +31,16 @@ THRESHOLDS: Dict[str, Dict[str, float]] = {
     "fp16": {"max_rel_err": 5e-2, "min_cosine": 0.999, "min_top1": 0.99, "min_top5": 0.9},
     "int8": {"max_rel_err": 2.5e-1, "min_cosine": 0.999, "min_top1": 0.99, "min_top5": 0.9},
     "fp8": {"max_rel_err": 3e-1, "min_cosine": 0.995, "min_top1": 0.95, "min_top5": 0.85},
+    # Pruned (SparseViT) models at int8/fp8: quantization noise may reorder windows whose
+    # importance scores are near ties at the TopK cut, and a window that flips changes its whole
+    # region. That is the pruned model working as designed, not a broken graph; measured at 672
+    # with cfg2 and random weights (scores within 0.1 % of each other): 1.8-3.6 % of kept windows
+    # differ and per-map cosine is 0.979-0.998. So cosine >= 0.95 and max_rel 1.0 here; a broken
+    # layer still lands far below (cosine < 0.9).
+    "int8-pruned": {"max_rel_err": 1.0, "min_cosine": 0.95, "min_top1": 0.95, "min_top5": 0.85},
+    "fp8-pruned": {"max_rel_err": 1.0, "min_cosine": 0.95, "min_top1": 0.9, "min_top5": 0.8},
 }
+QUANTIZED = ("int8", "fp8")
 # int8 / fp8 (calibrated Q/DQ), measured on ORT CPU with random non-trivial weights, calibration
 # on other random inputs: dense Swin-T backbone (224) int8 cosine >= 0.9997 per feature map,
 # max_rel 0.03; pruned Swin-T (224, no window swapped) int8 >= 0.9993, fp8 >= 0.9970, max_rel 0.16
@@ -147,6 +156,14 @@ def compare_outputs(ref: Dict[str, np.ndarray], cand: Dict[str, np.ndarray], *, 
     return ParityReport(reference, candidate, precision, th, batch, inputs, outs)
 
 
+def parity_class(metadata: Dict[str, str]) -> str:
+    """The THRESHOLDS row for an artifact: its precision, with "-pruned" for a quantized SparseViT."""
+    precision = metadata.get("precision", "fp32")
+    if precision in QUANTIZED and metadata.get("sparsity", "null") not in ("null", ""):
+        return f"{precision}-pruned"
+    return precision
+
+
 def thresholds_for(precision: str) -> Dict[str, float]:
     if precision not in THRESHOLDS:
         raise UserError(f"no parity thresholds for precision {precision!r}; known: {', '.join(THRESHOLDS)}")
@@ -216,7 +233,7 @@ def parity_from_reference(artifact: os.PathLike, reference: Optional[os.PathLike
     progress(f"running {backend} on the {ref.batch} inputs stored in {ref_path}")
     runner = make_artifact_runner(backend, str(art.path), plugin_lib=plugin_lib)
     try:
-        return run_reference_parity(ref, runner, precision=art.metadata.get("precision", "fp32"),
+        return run_reference_parity(ref, runner, precision=parity_class(art.metadata),
                                     task=art.metadata.get("task", "classify"))
     finally:
         runner.close()
