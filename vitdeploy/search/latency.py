@@ -42,6 +42,7 @@ class Backend:
     batch: int = 1
     warmup: int = 3
     iters: int = 10
+    min_time_s: float = 0.25  # per round: short modules get enough iterations for a stable median
     plugin_lib: Optional[str] = None
 
     def check(self) -> None:
@@ -60,7 +61,7 @@ class Backend:
 
     def to_dict(self) -> Dict[str, object]:
         return {"backend": self.name, "threads": self.threads, "batch": self.batch, "warmup": self.warmup,
-                "iters": self.iters}
+                "iters": self.iters, "min_time_s": self.min_time_s}
 
     def runner(self, onnx_path: Path):
         from vitdeploy.engines.runners import make_artifact_runner
@@ -90,7 +91,8 @@ class Backend:
             for r in range(rounds):
                 for i, runner in enumerate(runners):
                     st = bench_runner(runner, example[i] if isinstance(example, list) else example,
-                                      warmup=self.warmup if r == 0 else 1, iters=per_round, threads=self.threads)
+                                      warmup=self.warmup if r == 0 else 1, iters=per_round, threads=self.threads,
+                                      min_time_s=self.min_time_s)
                     samples[i].append(st["median_ms"])
             # Contention from other processes only ever adds time: the fastest round's median is
             # the most repeatable estimate on a shared machine (and equals the median on a quiet one).

@@ -34,6 +34,9 @@ class SearchSpace:
                   ratios: Sequence[float] = ALLOWED_RATIOS) -> "SearchSpace":
         """``ratios`` restricts the choices (tests, quick runs); default the official 0..0.8."""
         depths = tuple(int(d) for d in depths)
+        bad = [r for r in ratios if not any(abs(float(r) - a) < 1e-6 for a in ALLOWED_RATIOS)]
+        if bad:
+            raise UserError(f"--ratios {bad[0]} is outside the SparseViT space; use values of 0, 0.1, ..., 0.8")
         if any(d % 2 for d in depths):
             raise UserError(f"depths {depths}: every stage needs whole (regular, shifted) block pairs")
         tenths = sorted({round(float(r) * 10) for r in ratios} | {0})
