@@ -114,10 +114,12 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
                time_limit: Optional[float] = None, generations: int = 6, population: int = 32, parents: int = 8,
                mutation_prob: float = 0.1, resume=None, top_k: int = 3, ratio_choices: Optional[Sequence[float]] = None,
                warmup: int = 3, iters: int = 10, cache_mb: float = 2048, plot: bool = True, model=None,
-               progress: Progress = lambda m: None) -> Dict[str, object]:
+               table_from=None, progress: Progress = lambda m: None) -> Dict[str, object]:
     """Returns the dict written to OUT.json; raises UserError (exit 2) / CheckFailed (exit 1).
 
-    ``model`` (tests): a ready dense SwinTransformer to search instead of building ``model_name``."""
+    ``model`` (tests, benchmarks): a ready dense SwinTransformer to search instead of building
+    ``model_name``. ``table_from``: an OUT.search.json whose latency table (same settings) is
+    reused instead of measured -- several budgets on one table; same seed + table = same search."""
     from vitdeploy.engines.runners import set_threads
     from vitdeploy.models.registry import get_spec
 
@@ -157,13 +159,14 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
                 "num_images": int(len(x)), "choices": [list(c) for c in space.choices]}
 
     prior = _load_resume(resume, settings) if resume else None
+    reused = _load_resume(table_from, settings)["latency_table"] if table_from and not resume else None
     with temp_workdir() as tmp:
         work = Path(tmp)
         e2e = EndToEnd(model, space, be, work)
         # 3. latency table + dense end to end
-        if prior is not None:
-            table = LatencyTable.from_dict(prior["latency_table"], space)
-            progress(f"[2/5] latency table from {resume} ({table.seconds:.0f}s when measured)")
+        if prior is not None or reused is not None:
+            table = LatencyTable.from_dict(prior["latency_table"] if prior else reused, space)
+            progress(f"[2/5] latency table from {resume or table_from} ({table.seconds:.0f}s when measured)")
         else:
             progress(f"[2/5] latency table on {backend}" + (f" ({threads} threads)" if threads else "")
                      + f", batch {batch}")
