@@ -328,7 +328,12 @@ def _write_search_json(path, settings, bud, limit, table, space, evo, refs, fina
 
 def _result(chosen: Candidate, space, bud, limit, dense_ms, dense_macs, settings, evo, measured, search_s,
             total_s, table) -> Dict[str, object]:
-    errs = [abs(evo.history[g].predicted_ms - ms) / ms for g, ms in measured.items()]
+    # Errors of the predicted fraction of dense (what --budget constrains; robust to the machine
+    # getting slower or faster between the table and the verification) and of the absolute ms.
+    pd = table.dense_ms
+    others = [g for g in measured if g != space.dense()] or list(measured)
+    errs = [abs(evo.history[g].predicted_ms / pd - measured[g] / dense_ms) / (measured[g] / dense_ms) for g in others]
+    abs_errs = [abs(evo.history[g].predicted_ms - measured[g]) / measured[g] for g in others]
     return {"ratios": space.ratios(chosen.genes), "search": {
         "budget": {bud["kind"]: bud["value"], "limit_ms" if bud["kind"] != "macs_budget" else "limit_macs": limit},
         "dense_ms_measured": dense_ms, "chosen_ms_measured": chosen.measured_ms,
@@ -339,7 +344,9 @@ def _result(chosen: Candidate, space, bud, limit, dense_ms, dense_macs, settings
         "img_size": settings["img_size"], "checkpoint_sha256": settings["checkpoint_sha256"],
         "calibration": settings["calibration"], "evaluated": len(evo.history), "generations": evo.generation,
         "interrupted": evo.interrupted, "latency_prediction_error": {
-            "configs_measured": len(errs), "mean_abs_rel": float(np.mean(errs)), "max_abs_rel": float(np.max(errs))},
+            "configs_measured": len(errs), "mean_abs_rel": float(np.mean(errs)), "max_abs_rel": float(np.max(errs)),
+            "of": "fraction of dense", "ms_mean_abs_rel": float(np.mean(abs_errs)),
+            "ms_max_abs_rel": float(np.max(abs_errs)), "table_dense_ms": pd},
         "search_s": search_s, "table_s": table.seconds, "total_s": total_s, "vitdeploy_version": __version__}}
 
 

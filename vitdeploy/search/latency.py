@@ -77,29 +77,31 @@ class Backend:
         return make_artifact_runner(self.name, str(onnx_path), threads=self.threads)
 
     def time(self, onnx_paths: Sequence[Path], example: np.ndarray, rounds: int = 3) -> List[float]:
-        """Latency (ms) of each ONNX. All sessions are open at once and timed round-robin (``rounds``
-        passes of ``iters / rounds`` iterations each), so a slow phase of a shared machine hits
-        every model alike instead of the ones that happened to be timed during it."""
+        """Latency (ms) of each ONNX, timed round-robin: ``rounds`` passes over all models, each
+        pass ``iters / rounds`` iterations (at least ``min_time_s``) per model, so a slow phase of
+        a shared machine hits every model alike instead of the ones timed during it.
+
+        One session exists at a time: an idle ORT session's intra-op threads keep spinning after
+        a run and would steal cores from the next model timed (measured: 28 % prediction error
+        with 2 threads and all sessions open, 2-4 % this way)."""
         from vitdeploy.engines.bench import bench_runner
 
-        runners = []
-        try:
-            for p in onnx_paths:
-                runners.append(self.runner(Path(p)))
-            samples: List[List[float]] = [[] for _ in runners]
-            per_round = max(1, -(-self.iters // rounds))
-            for r in range(rounds):
-                for i, runner in enumerate(runners):
+        samples: List[List[float]] = [[] for _ in onnx_paths]
+        per_round = max(1, -(-self.iters // rounds))
+        for r in range(rounds):
+            for i, p in enumerate(onnx_paths):
+                runner = self.runner(Path(p))
+                try:
                     st = bench_runner(runner, example[i] if isinstance(example, list) else example,
-                                      warmup=self.warmup if r == 0 else 1, iters=per_round, threads=self.threads,
-                                      min_time_s=self.min_time_s)
-                    samples[i].append(st["median_ms"])
-            # Contention from other processes only ever adds time: the fastest round's median is
-            # the most repeatable estimate on a shared machine (and equals the median on a quiet one).
-            return [float(np.min(s)) for s in samples]
-        finally:
-            for runner in runners:
-                runner.close()
+                                      warmup=self.warmup if r == 0 else min(2, self.warmup), iters=per_round,
+                                      threads=self.threads, min_time_s=self.min_time_s)
+                finally:
+                    runner.close()
+                    del runner  # OrtRunner.close() keeps the session: drop it before the next one
+                samples[i].append(st["median_ms"])
+        # Contention from other processes only ever adds time: the fastest round's median is
+        # the most repeatable estimate on a shared machine (and equals the median on a quiet one).
+        return [float(np.min(s)) for s in samples]
 
 
 def export_onnx(module, example, path: Path, out_names: Sequence[str], window_ops: bool) -> Path:
