@@ -24,7 +24,6 @@ Writes benchmarks/results/search_cpu.json (and the per-budget search files besid
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -135,8 +134,9 @@ def main() -> int:
         for name, v in items:
             print(f"{c['budget']:>7.2f} {name:<16}{v['ms']:>9.1f}{v['fraction_of_dense']:>9.3f}{v['gmacs']:>8.2f}"
                   f"{v['fidelity']:>10.5f}  {v['ratios']}")
+        err = c["prediction_error"]
         print(f"{'':>7} search {c['search_wall_s']:.0f}s, {c['evaluated']} configs evaluated, predicted vs measured "
-              f"mean {100 * c['prediction_error']['mean_abs_rel']:.1f}% max {100 * c['prediction_error']['max_abs_rel']:.1f}%")
+              f"fraction of dense: mean {100 * err['mean_abs_rel']:.1f}% max {100 * err['max_abs_rel']:.1f}%")
     print(f"wrote {out} ({result['total_s']:.0f}s)")
     return 0
 

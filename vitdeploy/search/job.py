@@ -154,7 +154,8 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
                                      num_images=num_images, warn=progress)
     space = SearchSpace.for_model(model.depths, img_size, *(() if ratio_choices is None else (ratio_choices,)))
     progress(f"search space: {space.describe()}; fidelity on {calib}")
-    settings = {"model": model_name, "task": task, "img_size": img_size, "checkpoint": str(checkpoint) if checkpoint else None,
+    settings = {"model": model_name, "task": task, "img_size": img_size,
+                "checkpoint": str(checkpoint) if checkpoint else None,
                 "checkpoint_sha256": _sha(checkpoint), **be.to_dict(), "seed": seed, "calibration": calib,
                 "num_images": int(len(x)), "choices": [list(c) for c in space.choices]}
 
@@ -227,8 +228,9 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
         measured: Dict[Genes, float] = {}
         macs_kind = bud["kind"] == "macs_budget"
         # references near the budget (the rest stay at their predicted latency in the plot)
+        cost = table.macs if macs_kind else table.predict
         near = [g for g in dict.fromkeys(refs.values())
-                if g != space.dense() and 0.6 * limit <= (table.predict(g) if not macs_kind else table.macs(g)) <= 1.25 * limit]
+                if g != space.dense() and 0.6 * limit <= cost(g) <= 1.25 * limit]
         chosen, final_limit, dense_final = None, limit, dense_ms
         feasible_by_pred = sorted((c for c in evo.history.values() if feasible(c.genes)),
                                   key=lambda c: c.key(), reverse=True)
