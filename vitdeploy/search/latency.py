@@ -89,7 +89,11 @@ class Backend:
         samples: List[List[float]] = [[] for _ in onnx_paths]
         per_round = max(1, -(-self.iters // rounds))
         for r in range(rounds):
-            for i, p in enumerate(onnx_paths):
+            # a new order each round: whatever a model's position costs (the model timed before it,
+            # a load spike) lands on different models, and the fastest round filters it out
+            order = range(len(onnx_paths)) if r == 0 else np.random.default_rng(r).permutation(len(onnx_paths))
+            for i in order:
+                p = onnx_paths[i]
                 runner = self.runner(Path(p))
                 try:
                     st = bench_runner(runner, example[i] if isinstance(example, list) else example,
