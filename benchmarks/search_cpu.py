@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vitdeploy.engines.runners import set_threads  # noqa: E402
+from vitdeploy.errors import CheckFailed  # noqa: E402
 from vitdeploy.fileio import atomic_write_json  # noqa: E402
 from vitdeploy.jobs import build_reference  # noqa: E402
 from vitdeploy.search.job import calibration_inputs, run_search, search_paths  # noqa: E402
@@ -66,14 +67,20 @@ def main() -> int:
     log = lambda m: print(f"[{time.perf_counter() - t0:7.1f}s] {m}", file=sys.stderr, flush=True)  # noqa: E731
     model = build_reference(args.model, checkpoint=args.checkpoint, img_size=args.img_size, task=args.task, warn=log)
 
-    runs, table_from = [], None
+    runs, failed, table_from = [], [], None
     for b in args.budgets:
         t = time.perf_counter()
         o = work / f"budget_{b:.2f}.json"
-        res = run_search(args.model, o, checkpoint=args.checkpoint, img_size=args.img_size, task=args.task,
-                         budget=b, threads=args.threads, images=args.images, num_images=args.num_images,
-                         generations=args.generations, population=args.population, parents=args.parents,
-                         time_limit=args.time_limit, model=model, table_from=table_from, progress=log)
+        try:
+            res = run_search(args.model, o, checkpoint=args.checkpoint, img_size=args.img_size, task=args.task,
+                             budget=b, threads=args.threads, images=args.images, num_images=args.num_images,
+                             generations=args.generations, population=args.population, parents=args.parents,
+                             time_limit=args.time_limit, model=model, table_from=table_from, progress=log)
+        except CheckFailed as e:  # recorded, and the other budgets still run
+            log(f"budget {b}: {e}")
+            failed.append({"budget": b, "check_failed": str(e)})
+            table_from = table_from or search_paths(o)["search"]
+            continue
         res.pop("_front_table")
         runs.append({"budget": b, "wall_s": time.perf_counter() - t, "result": res})
         table_from = table_from or search_paths(o)["search"]
@@ -119,7 +126,8 @@ def main() -> int:
               "backend": "ort (CPU)", "calibration": calib, "checkpoint": args.checkpoint,
               "settings": {"generations": args.generations, "population": args.population, "parents": args.parents,
                            "time_limit_s": args.time_limit, "num_images": args.num_images},
-              "table_s": runs[0]["result"]["search"]["table_s"], "pool": rows, "comparison": comparison,
+              "table_s": runs[0]["result"]["search"]["table_s"] if runs else None, "pool": rows,
+              "comparison": comparison, "failed": failed,
               "total_s": time.perf_counter() - t0}
     atomic_write_json(out, result)
 
