@@ -236,12 +236,15 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
         # The table was timed minutes earlier, possibly under another load: predictions are
         # brought to the verification's scale (dense measured beside the candidates), then
         # corrected by the measured/predicted ratio of the searched configs already measured.
-        scale, correction = 1.0, 1.0
+        correction = 1.0
+        dense_of: Dict[Genes, float] = {}  # each config's dense, timed in the same round
         for attempt in range(3):
             def fits(c: Candidate) -> bool:
                 if macs_kind:
                     return c.macs <= limit
-                return c.predicted_ms * scale * correction <= final_limit
+                if bud["kind"] == "budget":  # fractions of dense: the table's vs the round's
+                    return c.predicted_ms / dense_ms * correction <= bud["value"]
+                return c.predicted_ms * correction <= limit
 
             better = [c for c in ranked if c.genes not in measured and fits(c)
                       and (chosen is None or c.key() > chosen.key())]
@@ -250,19 +253,27 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
                 break
             todo = list(dict.fromkeys([space.dense()] + picks + ([] if attempt else near)))
             times = e2e.time(todo)
-            measured.update(zip(todo, times))
-            dense_final = times[0]  # the budget fraction is of the dense model timed beside them
-            final_limit = bud["value"] * dense_final if bud["kind"] == "budget" else limit
-            scale = dense_final / dense_ms if bud["kind"] == "budget" else 1.0
-            for g in todo:
-                evo.history[g].measured_ms = measured[g]
-            ok = [evo.history[g] for g in measured
-                  if (table.macs(g) <= limit if macs_kind else measured[g] <= final_limit)]
+            round_dense = times[0]  # the budget fraction is of the dense model timed beside them
+            for g, t in zip(todo, times):
+                if g not in measured or g == space.dense():
+                    measured[g] = t
+                    dense_of[g] = round_dense
+                    evo.history[g].measured_ms = t
+            ok = [evo.history[g] for g in measured if g != space.dense() or bud["value"] >= 1
+                  if (table.macs(g) <= limit if macs_kind else
+                      measured[g] <= (bud["value"] * dense_of[g] if bud["kind"] == "budget" else limit))]
             if ok:
                 chosen = max(ok, key=lambda c: (c.key(), -c.measured_ms))
+                dense_final = dense_of[chosen.genes]
+            else:
+                dense_final = round_dense
+            final_limit = bud["value"] * dense_final if bud["kind"] == "budget" else limit
             if macs_kind:
                 break
-            ratios = [measured[g] / (evo.history[g].predicted_ms * scale) for g in picks]
+            if bud["kind"] == "budget":
+                ratios = [(measured[g] / dense_of[g]) / (evo.history[g].predicted_ms / dense_ms) for g in picks]
+            else:
+                ratios = [measured[g] / evo.history[g].predicted_ms for g in picks]
             if ratios:
                 correction = max(1.0, float(np.median(ratios)))
             progress(f"verification round {attempt + 1}: "
@@ -270,7 +281,9 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
                         f"{chosen.fidelity.score:.5f}" if chosen else f"none within {final_limit:.2f} ms")
                      + f"; searched configs measured/predicted {correction:.3f}")
         total_s = time.perf_counter() - t_start
-        final = {"measured": {"".join(map(str, g)): ms for g, ms in measured.items()}, "dense_ms_final": dense_final,
+        final = {"measured": {"".join(map(str, g)): ms for g, ms in measured.items()},
+                 "dense_ms_same_round": {"".join(map(str, g)): ms for g, ms in dense_of.items()},
+                 "dense_ms_final": dense_final,
                  "limit_final": final_limit, "search_s": search_s, "total_s": total_s,
                  "interrupted": evo.interrupted}
         save(evo, final)
@@ -282,7 +295,7 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
 
         # 6. outputs
         result = _result(chosen, space, bud, final_limit, dense_final, dense_macs, settings, evo, measured,
-                         search_s, total_s, table)
+                         search_s, total_s, table, dense_of)
         from vitdeploy.fileio import atomic_write_json
 
         atomic_write_json(paths["json"], result)
@@ -341,12 +354,13 @@ def _write_search_json(path, settings, bud, limit, table, space, evo, refs, fina
 
 
 def _result(chosen: Candidate, space, bud, limit, dense_ms, dense_macs, settings, evo, measured, search_s,
-            total_s, table) -> Dict[str, object]:
+            total_s, table, dense_of) -> Dict[str, object]:
     # Errors of the predicted fraction of dense (what --budget constrains; robust to the machine
     # getting slower or faster between the table and the verification) and of the absolute ms.
     pd = table.dense_ms
     others = [g for g in measured if g != space.dense()] or list(measured)
-    errs = [abs(evo.history[g].predicted_ms / pd - measured[g] / dense_ms) / (measured[g] / dense_ms) for g in others]
+    errs = [abs(evo.history[g].predicted_ms / pd - measured[g] / dense_of[g]) / (measured[g] / dense_of[g])
+            for g in others]
     abs_errs = [abs(evo.history[g].predicted_ms - measured[g]) / measured[g] for g in others]
     return {"ratios": space.ratios(chosen.genes), "search": {
         "budget": {bud["kind"]: bud["value"], "limit_ms" if bud["kind"] != "macs_budget" else "limit_macs": limit},
