@@ -237,6 +237,57 @@ def cmd_triton_repo(args, con: Console) -> int:
     return EXIT_OK
 
 
+# ----------------------------------------------------------------------------- search (vitdeploy.search)
+
+def cmd_search(args, con: Console) -> int:
+    from vitdeploy.search.job import run_search
+
+    res = run_search(args.model, args.output, checkpoint=args.checkpoint, img_size=args.img_size, task=args.task,
+                     budget=args.budget, budget_ms=args.budget_ms, macs_budget=args.macs_budget,
+                     backend=args.backend, threads=args.threads, batch=args.batch, images=args.images,
+                     labels=args.labels, num_images=args.num_images, seed=args.seed, time_limit=args.time_limit,
+                     generations=args.generations, population=args.population, parents=args.parents,
+                     mutation_prob=args.mutation_prob, resume=args.resume, top_k=args.top_k,
+                     ratio_choices=args.ratios, progress=con.progress)
+    s = res["search"]
+    print(res.pop("_front_table"))
+    print(f"chosen {res['ratios']}: {s['chosen_ms_measured']:.2f} ms measured ({s['chosen_ms_predicted']:.2f} "
+          f"predicted) vs dense {s['dense_ms_measured']:.2f} ms = {s['speedup_measured']:.2f}x on {s['backend']}, "
+          f"{s['macs'] / 1e9:.2f}/{s['dense_macs'] / 1e9:.2f} G MACs, fidelity {s['fidelity']['score']:.5f}; "
+          f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _add_search_parser(sub) -> None:
+    s = sub.add_parser("search", help="per-block SparseViT ratios under a latency budget measured on a backend")
+    s.add_argument("model", help="swin_t, swin_s, swin_b")
+    s.add_argument("-o", "--output", required=True,
+                   help="sparsity file OUT.json (also writes OUT.search.json and OUT.png)")
+    s.add_argument("--checkpoint", type=_existing_file, help=".pth/.pt/.safetensors (timm, Microsoft or mmdet keys)")
+    s.add_argument("--img-size", type=_positive_int, help="input resolution (default 224; SparseViT uses 672)")
+    s.add_argument("--task", choices=("classify", "backbone"), default="backbone")
+    b = s.add_mutually_exclusive_group(required=True)
+    b.add_argument("--budget", type=float, help="latency budget as a fraction of the dense model's, measured here")
+    b.add_argument("--budget-ms", type=float, help="latency budget in ms on the backend")
+    b.add_argument("--macs-budget", type=float, help="MACs budget as a fraction of the dense model's")
+    s.add_argument("--backend", choices=("ort", "ort-cuda", "trt"), default="ort")
+    s.add_argument("--threads", type=_positive_int, help="CPU threads (ORT and the PyTorch fidelity runs)")
+    s.add_argument("--batch", type=_positive_int, default=1, help="batch the latency is measured at")
+    s.add_argument("--images", help="calibration images (export preprocessing); default random inputs")
+    s.add_argument("--labels", help="ImageFolder directory (DIR/CLASS/IMAGE): score top-1 accuracy (classify)")
+    s.add_argument("--num-images", type=_positive_int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--time-limit", type=float, help="seconds for the evolutionary search (then verify)")
+    s.add_argument("--generations", type=int, default=6)
+    s.add_argument("--population", type=_positive_int, default=32, help="paper: 100")
+    s.add_argument("--parents", type=_positive_int, default=8, help="paper: 25")
+    s.add_argument("--mutation-prob", type=float, default=0.1)
+    s.add_argument("--top-k", type=_positive_int, default=3, help="searched configs measured end to end")
+    s.add_argument("--ratios", type=float, nargs="+", help="restrict the ratios tried (default 0 0.1 ... 0.8)")
+    s.add_argument("--resume", help="continue from this OUT.search.json")
+    s.set_defaults(func=cmd_search)
+
+
 # ----------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preferred-batch-sizes", type=_positive_int, nargs="+")
     s.add_argument("--plugin-lib", help="path of libvitdeploy_plugins_static_reg.so on the serving host (README)")
     s.set_defaults(func=cmd_triton_repo)
+
+    _add_search_parser(sub)
     return p
 
 
