@@ -35,10 +35,11 @@ from vitdeploy.engines.runners import set_threads  # noqa: E402
 from vitdeploy.errors import CheckFailed  # noqa: E402
 from vitdeploy.fileio import atomic_write_json  # noqa: E402
 from vitdeploy.jobs import build_reference  # noqa: E402
+from vitdeploy.models.registry import get_spec  # noqa: E402
+from vitdeploy.search.fidelity import FidelityEvaluator  # noqa: E402
 from vitdeploy.search.job import calibration_inputs, run_search, search_paths  # noqa: E402
 from vitdeploy.search.latency import Backend, EndToEnd, temp_workdir  # noqa: E402
 from vitdeploy.search.space import SearchSpace  # noqa: E402
-from vitdeploy.search.fidelity import FidelityEvaluator  # noqa: E402
 
 
 def main() -> int:
@@ -90,8 +91,8 @@ def main() -> int:
     refs = {"dense": space.dense(), **space.uniform(), **space.presets()}
     chosen = {f"searched @{r['budget']}": space.from_ratios(r["result"]["ratios"]) for r in runs}
     pool = {**refs, **chosen}
-    x, y, calib = calibration_inputs(args.img_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                                     images=args.images, num_images=args.num_images, warn=log)
+    x, y, calib = calibration_inputs(args.img_size, get_spec("swin_t"), images=args.images,
+                                     num_images=args.num_images, warn=log)
     ev = FidelityEvaluator(model, space, x, labels=y)
     be = Backend("ort", threads=args.threads, iters=args.iters)
     with temp_workdir() as tmp:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from test_swin_model import _rel, ref_forward, tiny
 
 DEEP = (2, 2, 6, 2)  # Swin-T depths: stage 2 has three pairs

@@ -39,10 +39,15 @@ def search_paths(out: os.PathLike) -> Dict[str, Path]:
 
 # ----------------------------------------------------------------------------------- inputs
 
-def calibration_inputs(img_size: int, mean, std, *, images=None, labels=None, num_images: int = 8,
+def calibration_inputs(img_size: int, spec, *, images=None, labels=None, num_images: int = 8,
                        warn: Progress = lambda m: None):
-    """(images [N,3,H,W], labels or None, description). ``labels`` is an ImageFolder directory."""
-    from vitdeploy.models.registry import list_images, preprocess_images, random_images
+    """(images [N,3,H,W], labels or None, description), preprocessed as `spec` (the model's ModelSpec)
+    says the export does. ``labels`` is an ImageFolder directory."""
+    from vitdeploy.models.preprocess import list_images, preprocess_images, random_images
+
+    def prep(files):
+        return preprocess_images(files, img_size, spec.mean, spec.std, crop_pct=spec.crop_pct,
+                                 interpolation=spec.interpolation)
 
     if num_images < 1:
         raise UserError(f"--num-images must be >= 1, not {num_images}")
@@ -68,11 +73,11 @@ def calibration_inputs(img_size: int, mean, std, *, images=None, labels=None, nu
         chosen = chosen[:num_images]
         if not chosen:
             raise UserError(f"--labels: no images in the class folders of {root}")
-        x = preprocess_images([f for f, _ in chosen], img_size, mean, std)
+        x = prep([f for f, _ in chosen])
         return x, np.array([c for _, c in chosen]), f"{len(x)} labelled images from {root} ({len(classes)} classes)"
     if images is not None:
         files = list_images(images)[:num_images]
-        x = preprocess_images(files, img_size, mean, std)
+        x = prep(files)
         return x, None, f"{len(x)} images from {images}"
     warn("warning: no --images: fidelity is scored on random inputs, a weak proxy for real images "
          "(pass --images DIR with a few calibration images)")
@@ -150,7 +155,7 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
         progress(f"[1/5] building {model_name} ({task}) at {img_size}x{img_size}"
                  + (f" from {checkpoint}" if checkpoint else ""))
         model = build_reference(model_name, checkpoint=checkpoint, img_size=img_size, task=task, warn=progress)
-    x, y, calib = calibration_inputs(img_size, spec.mean, spec.std, images=images, labels=labels,
+    x, y, calib = calibration_inputs(img_size, spec, images=images, labels=labels,
                                      num_images=num_images, warn=progress)
     space = SearchSpace.for_model(model.depths, img_size, *(() if ratio_choices is None else (ratio_choices,)))
     progress(f"search space: {space.describe()}; fidelity on {calib}")
@@ -182,7 +187,8 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
             if limit < lo_macs:
                 raise UserError(f"--macs-budget {bud['value']} ({limit / 1e9:.2f} G) is below what this space "
                                 f"reaches: {lo_macs / dense_macs:.3f}..1 of the dense MACs")
-            feasible = (lambda g: table.macs(g) <= limit)
+            def feasible(g):
+                return table.macs(g) <= limit
         else:
             limit = bud["value"] * dense_ms if bud["kind"] == "budget" else bud["value"]
             if limit < lo_ms:
@@ -190,7 +196,8 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
                            f" on {backend})")
                 what = f"--budget {bud['value']}" if bud["kind"] == "budget" else f"--budget-ms {bud['value']}"
                 raise UserError(f"{what} is below what the sparsest config reaches: {rng_txt}")
-            feasible = (lambda g: table.predict(g) <= limit)
+            def feasible(g):
+                return table.predict(g) <= limit
 
         # 4. search
         evaluator = FidelityEvaluator(model, space, x, labels=y, cache_mb=cache_mb)

@@ -64,7 +64,7 @@ class Backend:
                 "iters": self.iters, "min_time_s": self.min_time_s}
 
     def runner(self, onnx_path: Path):
-        from vitdeploy.engines.runners import make_artifact_runner
+        from vitdeploy.engines.backends import make_artifact_runner
 
         if self.name == "trt":
             from vitdeploy.engines.build import build_engine
@@ -153,12 +153,12 @@ class StageEntry:
         out = {"F": F, "P": {0: P0}, "I": 0.0, "mixed": 0.0}
         if self.x is not None:
             Px = self.Bx - self.A[self.x]
-            I = self.A[self.x] - F - Px
-            out["I"] = I
+            imp = self.A[self.x] - F - Px
+            out["I"] = imp
             for t, a in self.A.items():
                 if t:
-                    out["P"][t] = a - F - I
-            out["mixed"] = self.Mx - (F + I + P0 + Px)
+                    out["P"][t] = a - F - imp
+            out["mixed"] = self.Mx - (F + imp + P0 + Px)
         return out
 
     def predict(self, genes: Sequence[int]) -> float:
@@ -286,7 +286,7 @@ class EndToEnd:
 
     def __init__(self, model, space: SearchSpace, backend: Backend, workdir: Path):
         from vitdeploy.export.onnx import output_names_for
-        from vitdeploy.models.registry import random_images
+        from vitdeploy.models.preprocess import random_images
 
         self.model, self.space, self.backend, self.workdir = model, space, backend, Path(workdir)
         self.out_names = output_names_for(model.task)

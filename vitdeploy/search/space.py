@@ -17,7 +17,12 @@ import numpy as np
 
 from vitdeploy.errors import UserError
 from vitdeploy.models.sparsity import (
-    ALLOWED_RATIOS, PRESET_DEPTHS, PRESETS, keep_count, stage_windows, validate_ratios,
+    ALLOWED_RATIOS,
+    PRESET_DEPTHS,
+    PRESETS,
+    keep_count,
+    stage_windows,
+    validate_ratios,
 )
 
 Genes = Tuple[int, ...]  # ratio tenths per block pair, stage by stage
