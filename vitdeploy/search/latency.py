@@ -83,7 +83,7 @@ class Backend:
 
         One session exists at a time: an idle ORT session's intra-op threads keep spinning after
         a run and would steal cores from the next model timed (measured: 28 % prediction error
-        with 2 threads and all sessions open, 2-4 % this way)."""
+        with 2 threads and all sessions open, 3-8 % this way on the same machine)."""
         from vitdeploy.engines.bench import bench_runner
 
         samples: List[List[float]] = [[] for _ in onnx_paths]
