@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_swin_model import _rel, ref_forward, tiny
+from test_swin_model import ref_forward, tiny
+
+from conftest import rel_err as _rel
 
 DEEP = (2, 2, 6, 2)  # Swin-T depths: stage 2 has three pairs
 
