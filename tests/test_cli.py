@@ -112,6 +112,20 @@ def test_validate_info_bench(m0_export, m0_official_ckpt, tmp_path):
         assert r["iters"] == 3 and r["batch"] == 2 and r["threads"] == 1
         assert 0 < r["median_ms"] <= r["p99_ms"] and r["throughput_ips"] > 0 and r["peak_rss_mb"] > 0
 
+    # two ONNX files (an fp32 and an fp16 export, say): one row each, side by side, named in the table
+    fp16 = tmp_path / "m0_fp16.onnx"
+    res = run("export", "efficientvit_m0", "--checkpoint", m0_official_ckpt, "--precision", "fp16", "-o", fp16,
+              "--no-validate")
+    assert res.returncode == 0, res.stderr[-2000:]
+    js2 = tmp_path / "bench2.json"
+    res = run("bench", fp16, out, "--backend", "ort", "--batch", "1", "--threads", "1", "--iters", "2",
+              "--warmup", "0", "--json", js2)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(js2.read_text())
+    assert [(Path(r["artifact"]).name, r["precision"]) for r in rows] == [("m0_fp16.onnx", "fp16"),
+                                                                           (out.name, "fp32")]
+    assert "m0_fp16.onnx" in res.stdout and out.name in res.stdout and "speedup" in res.stdout
+
 
 def test_gpu_backend_on_a_cpu_machine_is_refused_clearly(m0_export, m0_official_ckpt):
     """get_available_providers() lies with onnxruntime-gpu on CPU machines: the session is asked."""

@@ -440,35 +440,55 @@ def _model_metadata(model: str, img_size, sparsity) -> Dict[str, str]:
     return meta
 
 
-def _bench_runner_for(be: str, t: BenchTargets, meta: Dict[str, str], *, checkpoint, threads, plugin_lib, progress):
+def _bench_artifacts(be: str, t: BenchTargets) -> List[Optional[str]]:
+    """What `be` times: every .onnx for the ONNX Runtime backends, every engine for trt, torch once."""
+    if be == "torch":
+        return [None]
+    if be in ("ort", "ort-cuda", "ort-trt"):
+        if not t.onnx:
+            raise UserError(f"--backend {be} needs an .onnx artifact among the targets")
+        return list(t.onnx)
+    if be == "trt":
+        if not t.engine:
+            raise UserError("--backend trt needs an .engine artifact among the targets "
+                            "(build one with `vitdeploy build MODEL.onnx -o MODEL.engine`)")
+        return list(t.engine)
+    raise UserError(f"unknown backend {be!r}; choose from {', '.join(BENCH_BACKENDS)}")
+
+
+def _bench_runner_for(be: str, artifact: Optional[str], meta: Dict[str, str], *, checkpoint, threads, plugin_lib,
+                      progress):
     from vitdeploy.engines.backends import make_artifact_runner
 
     if be == "torch":
         progress("building the PyTorch eager original")
         model = reference_from_metadata(meta, checkpoint=checkpoint, where="artifact")
         return torch_runner_for(model, meta.get("task", "classify"), int(meta["img_size"]), threads=threads)
-    if be in ("ort", "ort-cuda", "ort-trt"):
-        if not t.onnx:
-            raise UserError(f"--backend {be} needs an .onnx artifact among the targets")
-        return make_artifact_runner(be, t.onnx[0], threads=threads)
-    if be == "trt":
-        if not t.engine:
-            raise UserError("--backend trt needs an .engine artifact among the targets "
-                            "(build one with `vitdeploy build MODEL.onnx -o MODEL.engine`)")
-        return make_artifact_runner("trt", t.engine[0], plugin_lib=plugin_lib)
-    raise UserError(f"unknown backend {be!r}; choose from {', '.join(BENCH_BACKENDS)}")
+    return make_artifact_runner(be, artifact, threads=threads, plugin_lib=plugin_lib)
+
+
+def _artifact_metadata(t: BenchTargets) -> Dict[str, Dict[str, str]]:
+    """Each artifact's metadata; they must take the same input, since every row times the same images."""
+    from vitdeploy.artifact import open_artifact
+
+    metas = {a: open_artifact(a).metadata for a in t.onnx + t.engine}
+    sizes = {a: m.get("img_size") for a, m in metas.items()}
+    if len(set(sizes.values())) > 1:
+        raise UserError("bench compares artifacts on the same images, but their input sizes differ: "
+                        + ", ".join(f"{a} {v}px" for a, v in sizes.items()))
+    return metas
 
 
 def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"), batch: int = 1,
           threads: Optional[int] = None, iters: int = 50, warmup: int = 10, sparsity=None,
           img_size=None, checkpoint=None, plugin_lib=None, progress: Progress = _noop) -> List[dict]:
-    """Benchmark each backend on the matching target, side by side in this one process.
+    """Benchmark each backend on every matching target, side by side in this one process.
 
     `targets` are artifacts (.onnx/.engine) or a model name; `torch` runs the PyTorch eager
-    original rebuilt from the artifact's metadata (or the named model)."""
+    original rebuilt from the first artifact's metadata (or the named model). Several ONNX files
+    (e.g. fp32 and int8 exports of one model) each get a row per ONNX Runtime backend."""
     import tempfile
 
-    from vitdeploy.artifact import open_artifact
     from vitdeploy.engines.bench import bench_runner
     from vitdeploy.engines.runners import set_threads
     from vitdeploy.models.preprocess import random_images
@@ -480,31 +500,31 @@ def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"),
     if not (t.onnx or t.engine or t.model):
         raise UserError("bench needs an .onnx/.engine artifact or a model name")
     with tempfile.TemporaryDirectory(prefix="vitdeploy-bench-") as tmp:
-        if t.onnx or t.engine:
-            meta = open_artifact((t.onnx or t.engine)[0]).metadata
-        elif any(b.startswith("ort") for b in backends):
+        if not (t.onnx or t.engine) and any(b.startswith("ort") for b in backends):
             # a bare model name: export it to a temporary ONNX so ORT can be compared too
             p = Path(tmp) / f"{t.model[0]}.onnx"
             progress(f"exporting {t.model[0]} to a temporary ONNX for the ort backend")
             export(t.model[0], p, checkpoint=checkpoint, sparsity=sparsity, img_size=img_size, validate=False)
             t.onnx = [str(p)]
-            meta = open_artifact(p).metadata
-        else:
-            meta = _model_metadata(t.model[0], img_size, sparsity)
+        metas = _artifact_metadata(t)
+        meta = next(iter(metas.values())) if metas else _model_metadata(t.model[0], img_size, sparsity)
         x = random_images(batch, int(meta["img_size"]), seed=0)
         results = []
         for be in backends:
-            runner = _bench_runner_for(be, t, meta, checkpoint=checkpoint, threads=threads, plugin_lib=plugin_lib,
-                                       progress=progress)
-            progress(f"benchmarking {be}: batch {batch}, {warmup} warm-up + {iters} timed iterations"
-                     + (f", {threads} threads" if threads else ""))
-            try:
-                r = bench_runner(runner, x, warmup=warmup, iters=iters, threads=threads)
-            finally:
-                runner.close()
-            r.update({"model": meta["model"], "img_size": int(meta["img_size"]),
-                      "sparsity": json.loads(meta.get("sparsity", "null")), "precision": meta.get("precision", "fp32")})
-            results.append(r)
+            for artifact in _bench_artifacts(be, t):
+                runner = _bench_runner_for(be, artifact, meta, checkpoint=checkpoint, threads=threads,
+                                           plugin_lib=plugin_lib, progress=progress)
+                m = metas.get(artifact, meta)
+                progress(f"benchmarking {be}" + (f" on {artifact}" if artifact else "")
+                         + f": batch {batch}, {warmup} warm-up + {iters} timed iterations"
+                         + (f", {threads} threads" if threads else ""))
+                try:
+                    r = bench_runner(runner, x, warmup=warmup, iters=iters, threads=threads)
+                finally:
+                    runner.close()
+                r.update({"artifact": artifact, "model": m["model"], "img_size": int(m["img_size"]),
+                          "sparsity": json.loads(m.get("sparsity", "null")), "precision": m.get("precision", "fp32")})
+                results.append(r)
     return results
 
 

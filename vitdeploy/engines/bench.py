@@ -8,6 +8,7 @@ TensorRT runner reports its device-only scope separately where it can.
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from typing import Dict, Optional
@@ -67,17 +68,23 @@ def bench_runner(runner, images: np.ndarray, *, warmup: int = 10, iters: int = 5
 
 
 def format_table(results, ratio_to: Optional[str] = None) -> str:
-    """Side-by-side table; `ratio_to` names the backend the speedup column is relative to."""
-    base = next((r for r in results if r["backend"] == ratio_to), None)
-    hdr = (f"{'backend':<10}{'batch':>6}{'threads':>8}{'median ms':>11}{'p90 ms':>9}{'p99 ms':>9}{'mean ms':>9}"
-           f"{'img/s':>10}{'peak MB':>9}")
+    """Side-by-side table. The speedup column is relative to the `ratio_to` backend's first row, or
+    to the first row when several rows are compared; an artifact column appears when rows time
+    different files (fp32 vs int8 exports, say)."""
+    base = next((r for r in results if r["backend"] == ratio_to), results[0] if len(results) > 1 else None)
+    names = [os.path.basename(r["artifact"]) if r.get("artifact") else "(eager)" for r in results]
+    width = max(map(len, names)) + 2 if len({r.get("artifact") for r in results if r.get("artifact")}) > 1 else 0
+    hdr = (f"{'artifact':<{width}}" if width else "") + (
+        f"{'backend':<10}{'batch':>6}{'threads':>8}{'median ms':>11}{'p90 ms':>9}{'p99 ms':>9}{'mean ms':>9}"
+        f"{'img/s':>10}{'peak MB':>9}")
     if base:
         hdr += f"{'speedup':>9}"
     lines = [hdr]
-    for r in results:
-        line = (f"{r['backend']:<10}{r['batch']:>6}{str(r.get('threads') or '-'):>8}{r['median_ms']:>11.2f}"
-                f"{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['mean_ms']:>9.2f}{r['throughput_ips']:>10.1f}"
-                f"{r['peak_rss_mb']:>9.0f}")
+    for name, r in zip(names, results):
+        line = (f"{name:<{width}}" if width else "") + (
+            f"{r['backend']:<10}{r['batch']:>6}{str(r.get('threads') or '-'):>8}{r['median_ms']:>11.2f}"
+            f"{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['mean_ms']:>9.2f}{r['throughput_ips']:>10.1f}"
+            f"{r['peak_rss_mb']:>9.0f}")
         if base:
             line += f"{base['median_ms'] / r['median_ms']:>8.2f}x"
         lines.append(line)
