@@ -45,16 +45,20 @@ def summarize(times_s, batch: int) -> Dict[str, float]:
 
 
 def bench_runner(runner, images: np.ndarray, *, warmup: int = 10, iters: int = 50,
-                 threads: Optional[int] = None) -> Dict[str, object]:
+                 threads: Optional[int] = None, min_time_s: float = 0.0) -> Dict[str, object]:
     """Time `runner` on `images`. Returns the stats dict that `vitdeploy bench --json` writes
-    (`threads` is recorded there; the caller applied it to the runner)."""
+    (`threads` is recorded there; the caller applied it to the runner).
+
+    `min_time_s` keeps iterating past `iters` until that much time was spent: the search times
+    single stages of a few milliseconds, whose medians need more samples than `iters`."""
     feeds = {runner.inputs[0].name: np.ascontiguousarray(images)}
     batch = int(images.shape[0])
     for _ in range(warmup):
         runner.infer(feeds)
     runner.synchronize()
     times = []
-    for _ in range(iters):
+    start = time.perf_counter()
+    while len(times) < iters or time.perf_counter() - start < min_time_s:
         t0 = time.perf_counter()
         runner.infer(feeds)
         runner.synchronize()
