@@ -274,9 +274,9 @@ def test_cli_search_then_export(tmp_path):
     r = _cli("export", "swin_t", "--img-size", "224", "--task", "backbone", "--sparsity", str(out),
              "-o", str(onnx_path), "--no-validate")
     assert r.returncode == 0, r.stderr[-2000:]
-    from vitdeploy.export.onnx import read_metadata
+    from vitdeploy.artifact import open_artifact
 
-    meta = read_metadata(onnx_path)
+    meta = open_artifact(onnx_path).metadata
     expect = None if all(v == 0 for s in d["ratios"] for v in s) else d["ratios"]
     assert (json.loads(meta["sparsity"]) or {}).get("ratios") == expect
 
