@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_IMG = 32
@@ -93,3 +94,17 @@ def scale_largest_initializer(src: Path, dst: Path, factor: float = 1.5) -> Path
     init.CopyFrom(numpy_helper.from_array(arr, init.name))
     onnx.save(proto, str(dst))
     return dst
+
+
+# ----------------------------------------------------------------------------- tier 3
+
+def _trt_import_error():
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as e:  # noqa: BLE001  (ImportError or OSError: libnvinfer missing)
+        return f"{type(e).__name__}: {e}".splitlines()[0]
+    return None
+
+
+TRT_ERR = _trt_import_error()
+requires_trt = pytest.mark.skipif(TRT_ERR is not None, reason=f"TensorRT not importable: {TRT_ERR}")

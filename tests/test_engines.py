@@ -18,17 +18,7 @@ from vitdeploy.engines.profiles import profile_from_batches
 from vitdeploy.errors import CheckFailed, UserError
 from vitdeploy.fileio import file_sha256
 
-
-def _trt_import_error():
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as e:  # noqa: BLE001  (ImportError or OSError: libnvinfer missing)
-        return f"{type(e).__name__}: {e}".splitlines()[0]
-    return None
-
-
-TRT_ERR = _trt_import_error()
-requires_trt = pytest.mark.skipif(TRT_ERR is not None, reason=f"TensorRT not importable: {TRT_ERR}")
+from conftest import TRT_ERR, requires_trt
 
 
 def _tiny_onnx(path, batch="batch"):
@@ -556,7 +546,7 @@ def test_cli_build_without_tensorrt_exits_2_with_install_line(tmp_path):
     import subprocess
     import sys
 
-    if _trt_import_error() is None:
+    if TRT_ERR is None:
         pytest.skip("TensorRT is importable here; this checks the message on machines without it")
     onnx_path = tmp_path / "m.onnx"
     _tiny_onnx(onnx_path)

@@ -25,6 +25,8 @@ from vitdeploy.engines.parity import THRESHOLDS, parity_class
 from vitdeploy.export import quantize
 from vitdeploy.models.preprocess import random_images
 
+from conftest import requires_trt
+
 ROOT = Path(__file__).resolve().parents[1]
 # 224 px: stages 0/1 have 64/16 windows, stage 2 (4 windows) stays dense.
 RATIOS = {"ratios": [[0.3, 0.3], [0.3, 0.3], [0] * 6, [0, 0]]}
@@ -409,16 +411,6 @@ def test_cli_unreadable_calibration_image_exits_2(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- tier 3: TensorRT
 
-def _trt_import_error():
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as e:  # noqa: BLE001  (ImportError or OSError: libnvinfer missing)
-        return f"{type(e).__name__}: {e}".splitlines()[0]
-    return None
-
-
-TRT_ERR = _trt_import_error()
-requires_trt = pytest.mark.skipif(TRT_ERR is not None, reason=f"TensorRT not importable: {TRT_ERR}")
 
 
 @pytest.mark.tensorrt
