@@ -20,6 +20,8 @@ INSTALL_HINTS: Dict[str, str] = {
                         "(replaces the CPU onnxruntime; needs CUDA and cuDNN)"),
     "pytriton": "PyTriton is not installed: pip install 'vitdeploy[serve]'",
     "matplotlib": "matplotlib is not installed: pip install 'vitdeploy[plot]'",
+    "nvidia-ml-py": ("nvidia-ml-py is not installed (needed to read the GPU's name and compute capability): "
+                     "pip install 'vitdeploy[tensorrt]' or pip install nvidia-ml-py"),
     # torch is a dependency of the package, but a serving host may run `validate --reference` without it
     "torch": "PyTorch is not installed: pip install torch==2.13.0 (or compare with --reference OUT.ref.npz)",
 }
@@ -36,10 +38,15 @@ def available(backend: str) -> bool:
     """Whether `backend` (a key of INSTALL_HINTS) imports here; never raises."""
     try:
         {"tensorrt": tensorrt, "onnxruntime-gpu": onnxruntime_gpu, "pytriton": pytriton,
-         "matplotlib": pyplot, "torch": torch}[backend]()
+         "matplotlib": pyplot, "torch": torch, "nvidia-ml-py": nvml}[backend]()
     except UserError:
         return False
     return True
+
+
+def nvml() -> ModuleType:
+    """`pynvml` (nvidia-ml-py): the GPU's name and compute capability from the driver alone."""
+    return _import("pynvml", "nvidia-ml-py")
 
 
 def tensorrt() -> ModuleType:

@@ -7,21 +7,11 @@ the device is taken from CUDA_VISIBLE_DEVICES (an index or a GPU UUID) when set,
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Tuple
 
-from vitdeploy.errors import CheckFailed, UserError
-
-NVML_MISSING = ("nvidia-ml-py is not installed (needed to read the GPU's name and compute capability): "
-                "pip install 'vitdeploy[tensorrt]' or pip install nvidia-ml-py")
-
-
-def _pynvml():
-    try:
-        return importlib.import_module("pynvml")
-    except ImportError:
-        raise UserError(NVML_MISSING) from None
+from vitdeploy import optional
+from vitdeploy.errors import CheckFailed
 
 
 def _handle(nvml):
@@ -33,7 +23,7 @@ def _handle(nvml):
 
 def current_gpu() -> Tuple[str, str]:
     """(GPU name, "major.minor" compute capability) of the device CUDA would use first."""
-    nvml = _pynvml()
+    nvml = optional.nvml()
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as e:
