@@ -58,6 +58,13 @@ class Artifact:
     onnx: object = None  # onnx.ModelProto (external data not loaded), ONNX only
 
     @property
+    def precision(self) -> str:
+        """fp32 | fp16 | int8 | fp8: the export's metadata, else read from the graph (an engine: its manifest)."""
+        if self.kind == "engine":
+            return str(self.manifest.get("precision") or self.metadata.get("precision") or "fp32")
+        return onnx_precision(self.onnx, self.metadata.get("precision"))
+
+    @property
     def nbytes(self) -> int:
         return self.path.stat().st_size
 
@@ -109,6 +116,25 @@ def onnx_tensors(proto) -> Dict[str, List[TensorInfo]]:
             "outputs": [info(vi) for vi in proto.graph.output]}
 
 
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+
+
+def onnx_precision(proto, declared: Optional[str] = None) -> str:
+    """The precision an ONNX computes in: `declared` (its vitdeploy.precision) when valid, else from the graph:
+    float8 Q/DQ -> fp8, int8 Q/DQ -> int8, fp16 weights -> fp16, else fp32."""
+    if declared in PRECISIONS:
+        return declared
+    import onnx
+
+    types = {t.data_type for t in proto.graph.initializer}
+    if types & {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E5M2}:
+        return "fp8"
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node) and \
+            onnx.TensorProto.INT8 in types:
+        return "int8"
+    return "fp16" if onnx.TensorProto.FLOAT16 in types else "fp32"
+
+
 def _open_onnx(path: Path) -> Artifact:
     proto = load_onnx(path)
     io = onnx_tensors(proto)
@@ -120,45 +146,17 @@ def _open_onnx(path: Path) -> Artifact:
     return Artifact(path, "onnx", meta, io["inputs"], io["outputs"], batch, onnx=proto)
 
 
-# TensorRT spells dtypes its own way when numpy cannot name them (build.py falls back to str(dtype)).
-_TRT_DTYPE_NAMES = {"float": "float32", "half": "float16", "int32": "int32", "int64": "int64", "int8": "int8",
-                    "bool": "bool", "uint8": "uint8", "bf16": "bfloat16", "fp8": "float8_e4m3fn"}
-
-
-def _manifest_tensors(manifest: Dict, what: str, where: Path) -> List[TensorInfo]:
-    items = manifest.get(what)
-    if not isinstance(items, list) or not items or not all(isinstance(t, dict) and "name" in t for t in items):
-        raise UserError(f"{where}: manifest has no usable {what!r} (name, shape, dtype); rebuild the engine "
-                        "with `vitdeploy build`")
-    out = []
-    for t in items:
-        dtype = str(t.get("dtype", "float32")).replace("DataType.", "")
-        dtype = _TRT_DTYPE_NAMES.get(dtype.lower(), dtype)
-        shape = t.get("shape")
-        if not isinstance(shape, list):
-            raise UserError(f"{where}: manifest {what} {t['name']!r} has no shape; rebuild the engine")
-        out.append(TensorInfo(str(t["name"]), dtype, [d if isinstance(d, int) and d >= 0 else str(d)
-                                                      for d in shape]))
-    return out
-
-
-def _engine_profile(manifest: Dict, input_name: str) -> Optional[BatchProfile]:
-    entry = (manifest.get("profile") or {}).get(input_name)
-    if not isinstance(entry, dict) or not all(k in entry for k in ("min", "opt", "max")):
-        return None
-    return BatchProfile(int(entry["min"][0]), int(entry["opt"][0]), int(entry["max"][0]))
-
-
 def _open_engine(path: Path) -> Artifact:
-    from vitdeploy.engines.manifest import manifest_path, read_manifest
+    from vitdeploy.engines.manifest import EngineManifest, manifest_path
 
-    manifest = read_manifest(path)
+    manifest = EngineManifest.read(path)  # the manifest type is the one reader of its fields
     where = manifest_path(path)
-    inputs = _manifest_tensors(manifest, "inputs", where)
-    outputs = _manifest_tensors(manifest, "outputs", where)
+    inputs = [TensorInfo(n, dtype, shape) for n, dtype, shape in manifest.tensors("inputs", where)]
+    outputs = [TensorInfo(n, dtype, shape) for n, dtype, shape in manifest.tensors("outputs", where)]
+    batch = manifest.batch_profile(inputs[0].name)
     onnx_path = manifest.get("onnx_path")
     return Artifact(path, "engine", strip_prefix(manifest.get("onnx_metadata") or {}), inputs, outputs,
-                    _engine_profile(manifest, inputs[0].name), Path(onnx_path) if onnx_path else None,
+                    BatchProfile(*batch) if batch else None, Path(onnx_path) if onnx_path else None,
                     manifest=manifest)
 
 

@@ -165,6 +165,16 @@ def cmd_info(args, con: Console) -> int:
         top = ", ".join(f"{k} {v}" for k, v in list(info["op_histogram"].items())[:8])
         print(f"  ops                {top}")
     else:
+        from vitdeploy.engines.manifest import EngineManifest
+        from vitdeploy.optional import FLAVOUR_NAMES
+
+        man = EngineManifest(info["manifest"])
+        targets = (", ".join(man.targets) or "the RTX builder's defaults") if man.flavour == "rtx" \
+            else f"{man.get('gpu_name')} (compute capability {man.get('compute_capability')})"
+        print(f"  {'tensorrt':<18} {FLAVOUR_NAMES[man.flavour]} {man.get('tensorrt_version')}")
+        print(f"  {'targets':<18} {targets}")
+        print(f"  {'plugin layers':<18} {man.plugin_layers}"
+              + (f" (library sha256 {man['plugin_lib_sha256'][:12]}…)" if man.get("plugin_lib_sha256") else ""))
         for k, v in info["manifest"].items():
             if k not in ("onnx_metadata", "inputs", "outputs"):
                 print(f"  {k:<20} {json.dumps(v) if not isinstance(v, str) else v}")
@@ -176,9 +186,14 @@ def cmd_build(args, con: Console) -> int:
 
     manifest = build_engine(args.onnx, args.output, plugin_lib=args.plugin_lib, min_batch=args.min_batch,
                             opt_batch=args.opt_batch, max_batch=args.max_batch, timing_cache=args.timing_cache,
-                            progress=con.progress)
-    print(f"wrote {args.output} and {args.output}.json (TensorRT {manifest.get('tensorrt_version')}, "
-          f"{manifest.get('gpu_name')})")
+                            tensorrt=args.tensorrt, compute_capabilities=args.compute_capability,
+                            runtime_cache=args.runtime_cache, progress=con.progress)
+    from vitdeploy.optional import FLAVOUR_NAMES
+
+    where = (f"targets {', '.join(manifest.targets) or 'the builder defaults'}" if manifest.flavour == "rtx"
+             else manifest.get("gpu_name"))
+    print(f"wrote {args.output} and {args.output}.json ({FLAVOUR_NAMES[manifest.flavour]} "
+          f"{manifest.get('tensorrt_version')}, {where}, {manifest.plugin_layers} plugin layers)")
     return EXIT_OK
 
 
@@ -360,7 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-batch", type=_positive_int, default=None, help="default 1 (or the ONNX's static batch)")
     s.add_argument("--opt-batch", type=_positive_int, default=None, help="default: --min-batch")
     s.add_argument("--max-batch", type=_positive_int, default=None, help="default: max(opt, 16)")
-    s.add_argument("--timing-cache")
+    s.add_argument("--timing-cache", help="enterprise TensorRT: reuse/save builder timings in this file")
+    s.add_argument("--tensorrt", choices=("auto", "trt", "rtx"), default=None,
+                   help="TensorRT flavour: trt (enterprise), rtx (TensorRT for RTX: builds without a GPU), "
+                        "auto (default, or $VITDEPLOY_TENSORRT: enterprise if installed, else RTX)")
+    s.add_argument("--compute-capability", nargs="+", metavar="X.Y",
+                   help="TensorRT for RTX: GPUs to compile for, e.g. 8.6 8.9 12.0 (default: the RTX builder's)")
+    s.add_argument("--runtime-cache", help="TensorRT for RTX: file for the runtime's JIT cache (recorded in the "
+                   "manifest; --timing-cache's counterpart)")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("bench", help="latency of backends side by side, same protocol")

@@ -37,3 +37,21 @@ def current_gpu() -> Tuple[str, str]:
     finally:
         nvml.nvmlShutdown()
     return (name.decode() if isinstance(name, bytes) else str(name)), f"{major}.{minor}"
+
+
+def gpu_present() -> bool:
+    """Whether this host has an NVIDIA GPU with its driver loaded, asked without CUDA: NVML when
+    nvidia-ml-py is installed, else the driver's /proc and /dev entries."""
+    if optional.available("nvidia-ml-py"):
+        nvml = optional.nvml()
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError:
+            return False
+        try:
+            return nvml.nvmlDeviceGetCount() > 0
+        except nvml.NVMLError:
+            return False
+        finally:
+            nvml.nvmlShutdown()
+    return os.path.exists("/proc/driver/nvidia/version") and os.path.exists("/dev/nvidia0")

@@ -24,26 +24,25 @@ class TrtRunner(Runner):
     name = "trt"
 
     def __init__(self, engine_path, plugin_lib: Optional[str] = None, name: str = "trt"):
-        optional.tensorrt()  # UserError with the install hint when absent
         self.name = name
         self.engine_path = str(engine_path)
+        # The engine's flavour is chosen here (install hint when absent); a host that cannot run it at all
+        # (no GPU, a compute capability it was not built for) is told so before CUDA is touched.
         self.manifest = assert_compatible(engine_path, plugin_lib=plugin_lib)
+        trt = optional.tensorrt(self.manifest.flavour)
         # Only an engine with vitdeploy plugin layers needs (and gets) the library.
         self.plugin_lib = plugins.load(plugin_lib) if self.manifest.get("plugin_lib_sha256") is not None else None
+        self.inputs = [TensorSpec(n, shape, dtype) for n, dtype, shape in self.manifest.tensors("inputs")]
+        self.outputs = [TensorSpec(n, shape, dtype) for n, dtype, shape in self.manifest.tensors("outputs")]
+        self.profile = self.manifest.get("profile", {})
 
-        from polygraphy.backend.trt import EngineFromPath
-        from polygraphy.backend.trt import TrtRunner as _PolyTrtRunner
-        from polygraphy.exception import PolygraphyException
-
+        poly = trt.polygraphy()
         try:
-            self._runner = _PolyTrtRunner(EngineFromPath(self.engine_path), name=f"vitdeploy-{name}")
+            self._runner = poly.TrtRunner(poly.EngineFromPath(self.engine_path), name=f"vitdeploy-{name}")
             self._runner.activate()
-        except PolygraphyException as e:
+        except poly.PolygraphyException as e:
             raise UserError(f"{engine_path}: TensorRT could not load this engine "
                             f"({str(e).strip().splitlines()[-1]}); rebuild it with vitdeploy build")
-        self.inputs = [TensorSpec(t["name"], list(t["shape"]), t["dtype"]) for t in self.manifest["inputs"]]
-        self.outputs = [TensorSpec(t["name"], list(t["shape"]), t["dtype"]) for t in self.manifest["outputs"]]
-        self.profile = self.manifest.get("profile", {})
 
     @property
     def device(self) -> str:
@@ -61,14 +60,14 @@ class TrtRunner(Runner):
             raise UserError(f"batch {arr.shape[0]} is outside the engine's profile {lo[0]}..{hi[0]}; rebuild "
                             f"with --min-batch/--max-batch covering it")
 
-    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        feed = {}
+    def check_feeds(self, feeds: Dict[str, np.ndarray]) -> None:
+        """The base class's checks (names, dtype, rank, static dims), then the engine's batch profile."""
+        super().check_feeds(feeds)
         for spec in self.inputs:
-            if spec.name not in feeds:
-                raise UserError(f"missing input {spec.name!r}; the engine takes {[s.name for s in self.inputs]}")
-            arr = np.ascontiguousarray(feeds[spec.name], dtype=np.dtype(spec.dtype))
-            self._check_batch(spec.name, arr)
-            feed[spec.name] = arr
+            self._check_batch(spec.name, feeds[spec.name])
+
+    def infer_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        feed = {spec.name: np.ascontiguousarray(feeds[spec.name]) for spec in self.inputs}
         out = self._runner.infer(feed_dict=feed)
         # Polygraphy returns views of host buffers it reuses on the next call: copy.
         return {spec.name: np.array(out[spec.name], copy=True) for spec in self.outputs}

@@ -31,8 +31,8 @@ STATIC_REG_LIBRARY_NAME = "libvitdeploy_plugins_static_reg.so"
 KERNELS_LIBRARY_NAME = "libvitdeploy_window_ops.so"
 RUNNER_NAME = "vitdeploy-run"
 ENTRY_POINTS = ("getCreators", "setLoggerFinder", "vitdeployInitPlugins", "vitdeployPluginLibraryInfo")
-REBUILD_HINT = ("rebuild it with `vitdeploy plugins build --tensorrt-root DIR` against the TensorRT this "
-                "process uses")
+REBUILD_HINT = ("rebuild it with `vitdeploy plugins build --tensorrt-root DIR` (or TensorRT_INCLUDE_DIR=DIR) "
+                "against the TensorRT headers this process needs")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -116,16 +116,24 @@ def _major(version: str) -> Optional[int]:
     return int(head) if head.isdigit() else None
 
 
-def check_tensorrt_major(info: dict, tensorrt_version: str, path: PathLike) -> None:
-    """UserError unless the library was built against the TensorRT major this process runs.
+def check_tensorrt_major(info: dict, tensorrt_version: str, path: PathLike, flavour: str = "trt") -> None:
+    """UserError unless the library was built against the TensorRT headers' major this process needs.
 
     TensorRT keeps its plugin ABI only within a major (11.x added a base class to ``ILoggerFinder``,
-    so a 10.x-built library calls the wrong vtable slot on its first log line).
+    so a 10.x-built library calls the wrong vtable slot on its first log line). Enterprise TensorRT:
+    the same major as the library. TensorRT for RTX 1.x: the TensorRT 11 headers
+    (``optional.RTX_PLUGIN_HEADER_MAJOR``; an 11.1-header build is measured to load and build).
     """
     built = str(info.get("tensorrt_headers", ""))
-    if _major(built) is None or _major(built) != _major(tensorrt_version):
+    if flavour == "rtx":
+        need = optional.RTX_PLUGIN_HEADER_MAJOR.get(_major(tensorrt_version))
+        runs = f"TensorRT for RTX {tensorrt_version}, which needs a build against TensorRT {need or '?'}.x headers"
+    else:
+        need = _major(tensorrt_version)
+        runs = f"TensorRT {tensorrt_version}"
+    if _major(built) is None or need is None or _major(built) != need:
         raise UserError(f"{path}: built against TensorRT {built or 'unknown'} headers, but this process runs "
-                        f"TensorRT {tensorrt_version}; {REBUILD_HINT}")
+                        f"{runs}; {REBUILD_HINT}")
 
 
 def registered_creators(trt) -> List[dict]:
@@ -161,7 +169,7 @@ def load(path: Optional[PathLike] = None) -> str:
         raise UserError(f"{p}: not a vitdeploy plugin library (no vitdeployPluginLibraryInfo); pass "
                         f"{LIBRARY_NAME} from `vitdeploy plugins build`")
     trt = optional.tensorrt()
-    check_tensorrt_major(meta, trt.__version__, p)
+    check_tensorrt_major(meta, trt.version, p, trt.flavour)
     handle = None
     if not _registry_has_ours(trt):  # else registered already (this library's static twin, or LD_PRELOAD)
         try:

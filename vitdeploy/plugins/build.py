@@ -84,8 +84,10 @@ def build(build_dir: Optional[PathLike] = None, cuda_archs: Optional[str] = None
           require_tensorrt: bool = False, werror: bool = False) -> dict:
     """Configure and build ``csrc/`` with CMake; return what was built.
 
-    Without TensorRT the CUDA kernels are still built (a compile check, and the library the GPU
-    benchmark can use) and the result says that the plugin library needs TensorRT; with
+    With TensorRT headers alone the dynamic-registration plugin library is built (enterprise and RTX
+    both load it); the static-registration library and the C++ runner also need libnvinfer (enterprise
+    only). Without headers the CUDA kernels are still built (a compile check, and the library the GPU
+    benchmark can use) and the result says that the plugin library needs TensorRT headers; with
     ``require_tensorrt`` that case raises UserError instead (the CLI uses it, so `plugins build`
     does not report success without the plugin library).
 
@@ -145,15 +147,20 @@ def build(build_dir: Optional[PathLike] = None, cuda_archs: Optional[str] = None
         "static_registration_library": str(static_lib) if static_lib.is_file() else None,
         "runner": str(runner) if runner.is_file() else None,
         "plugins": info.get("plugins"),
+        "static_registration_status": info.get("static_registration"),
         "runner_status": info.get("runner"),
     }
     if result["library"] is None:
         result["message"] = (
-            "built the CUDA kernels only; the TensorRT plugin library needs TensorRT headers and libnvinfer: "
-            "pass --tensorrt-root DIR (an unpacked TensorRT with include/ and lib/), or set TensorRT_INCLUDE_DIR "
-            "(headers) and TensorRT_LIB_DIR (or pip install tensorrt for the libraries)")
+            "built the CUDA kernels only; the TensorRT plugin library needs the TensorRT headers: "
+            "pass --tensorrt-root DIR (an unpacked TensorRT with include/), or set TensorRT_INCLUDE_DIR "
+            "to the include/ of github.com/NVIDIA/TensorRT (11.x for TensorRT for RTX)")
         if require_tensorrt:
             raise UserError(f"{bdir}: " + result["message"] + f" [cmake: {info.get('plugins')}]")
     else:
-        result["message"] = f"built {lib} against TensorRT {result['tensorrt_version']}"
+        result["message"] = f"built {lib} against TensorRT {result['tensorrt_version']} headers"
+        if result["static_registration_library"] is None or result["runner"] is None:
+            # one line: what the headers-only build leaves out, and why
+            result["message"] += ("; the static-registration library and vitdeploy-run are enterprise TensorRT only "
+                                  "and need libnvinfer (not found: set TensorRT_LIB_DIR or --tensorrt-root)")
     return result
