@@ -58,7 +58,7 @@ from vitdeploy import optional, plugins
 from vitdeploy.engines.manifest import current_environment, make_manifest, manifest_path, write_manifest
 from vitdeploy.engines.profiles import profile_from_batches
 from vitdeploy.errors import CheckFailed, UserError
-from vitdeploy.export.window_ops import DOMAIN
+from vitdeploy.export.window_ops import DOMAIN, inline_functions
 from vitdeploy.fileio import atomic_write_bytes, file_sha256
 
 # ------------------------------------------------------------------------------ what the parser gets
@@ -87,23 +87,32 @@ def parse_plan(proto: onnx.ModelProto, plugin_available: bool) -> ParsePlan:
         return ParsePlan(proto, True, count)
     if not count:
         return ParsePlan(proto, False, 0)
-    from onnx.inliner import inline_local_functions
-
-    inlined = inline_local_functions(proto)
-    left = [n.name or n.op_type for n in inlined.graph.node if n.domain == DOMAIN]
-    if left:
-        raise UserError(f"the ONNX has vitdeploy nodes without a function body ({', '.join(left[:3])}); "
-                        "export it again with vitdeploy export, or build with the plugin library")
-    del inlined.functions[:]
-    kept = [o for o in inlined.opset_import if o.domain != DOMAIN]
-    del inlined.opset_import[:]
-    inlined.opset_import.extend(kept)
+    try:
+        inlined = inline_functions(proto)  # every inlined node named uniquely: no parser duplicate-name warning
+    except ValueError as e:
+        raise UserError(f"the ONNX has {e}; export it again with vitdeploy export, or build with the plugin "
+                        "library") from None
     return ParsePlan(inlined, False, count)
 
 
 def count_plugin_layers(layers: Iterable[Tuple[str, Optional[str]]]) -> int:
     """How many (layer kind, plugin namespace) pairs are vitdeploy plugin layers."""
     return sum(1 for kind, namespace in layers if kind == "PLUGIN_V3" and namespace == plugins.PLUGIN_NAMESPACE)
+
+
+def network_summary(trt, network) -> dict:
+    """What the parsed network is made of, for the manifest and the tests: layer count, strongly typed,
+    and a histogram of "LAYER_TYPE:OUTPUT_DTYPE" (e.g. "MATRIX_MULTIPLY:HALF", "QUANTIZE:INT8")."""
+    hist = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        dtype = layer.get_output(0).dtype.name if layer.num_outputs else "NONE"
+        key = f"{layer.type.name}:{dtype}"
+        hist[key] = hist.get(key, 0) + 1
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return {"layers": network.num_layers,
+            "strongly_typed": bool(network.get_flag(flag)) if flag is not None else None,
+            "layer_types": dict(sorted(hist.items()))}
 
 
 def _network_layers(trt, network):
@@ -321,6 +330,7 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
     with G_LOGGER.verbosity(G_LOGGER.WARNING):
         builder, network, parser = _network_loader(trt, str(onnx_path), plan)()
     parser_flags = trt.parser_flags(parser)
+    summary = network_summary(trt, network)
     plugin_layers = count_plugin_layers(_network_layers(trt, network))
     if plugin_layers and not plan.load_plugin:
         raise CheckFailed(f"{onnx_path}: the network has {plugin_layers} vitdeploy plugin layers although the "
@@ -381,8 +391,8 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
             "strongly_typed": True, "parser_flags": parser_flags, "tf32": False,
             "plugin_layers": plugin_layers, "plugin_nodes_in_onnx": plan.vitdeploy_nodes,
             "window_ops_inlined": bool(plan.vitdeploy_nodes) and not plan.load_plugin,
-            "network_layers": network.num_layers,
         },
+        network=summary,
     )
     # Engine first, then its manifest: if we die in between, the old manifest's engine_sha256
     # no longer matches and loading says so instead of running a mismatched engine.

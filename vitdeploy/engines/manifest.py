@@ -126,7 +126,8 @@ def make_manifest(*, engine_path, onnx_path, onnx_sha256: str, onnx_metadata: Di
                   plugin_lib: Optional[str], plugin_lib_sha256: Optional[str], engine_sha256: str,
                   build_time_s: float, builder_options: dict, vitdeploy_version: Optional[str] = None,
                   tensorrt_flavour: str = "trt", compute_capabilities: Optional[List[str]] = None,
-                  plugin_layers: int = 0, engine_bytes: Optional[int] = None) -> EngineManifest:
+                  plugin_layers: int = 0, engine_bytes: Optional[int] = None,
+                  network: Optional[dict] = None) -> EngineManifest:
     """The manifest. `plugin_lib*` are set only when the built network has vitdeploy plugin layers.
 
     Enterprise TensorRT records the GPU it was built on (`gpu_name`, `compute_capability`); TensorRT for
@@ -159,6 +160,7 @@ def make_manifest(*, engine_path, onnx_path, onnx_sha256: str, onnx_metadata: Di
         "build_time_s": round(float(build_time_s), 3),
         "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "builder_options": builder_options,
+        "network": network,  # layers, strongly_typed, layer_types histogram (engines/build.network_summary)
     })
 
 

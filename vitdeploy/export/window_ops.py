@@ -207,3 +207,36 @@ def finalize(model_proto: onnx.ModelProto, portable: bool) -> onnx.ModelProto:
     if not any(o.domain == DOMAIN for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
     return proto
+
+
+def inline_functions(model_proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with the window ops' local functions inlined (standard ops only), every node named uniquely.
+
+    What TensorRT's parser gets when the plugin is not used: a body node keeps an empty or shared name
+    inside its function, and a parser that inlines by itself names each copy alike in all call sites
+    ("A node named ... already exists" from TensorRT's importer, which also ignores function overloads),
+    so we inline here and name every inlined node after its call site and first output, both unique.
+    Raises ValueError when a vitdeploy node has no body.
+    """
+    from onnx.inliner import inline_local_functions
+
+    inlined = inline_local_functions(model_proto)
+    left = [n.name or n.op_type for n in inlined.graph.node if n.domain == DOMAIN]
+    if left:
+        raise ValueError(f"vitdeploy nodes without a function body: {', '.join(left[:3])}")
+    del inlined.functions[:]
+    kept = [o for o in inlined.opset_import if o.domain != DOMAIN]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(kept)
+    original = {n.name for n in model_proto.graph.node if n.name}
+    used = set()
+    for node in inlined.graph.node:
+        name = node.name
+        if not name or name in used or (name not in original and not name.startswith(BODY_PREFIX)):
+            base = f"{BODY_PREFIX}inlined/{node.output[0] if node.output else node.op_type}"
+            name, k = base, 1
+            while name in used:
+                name, k = f"{base}_{k}", k + 1
+            node.name = name
+        used.add(node.name)
+    return inlined
