@@ -96,15 +96,27 @@ def scale_largest_initializer(src: Path, dst: Path, factor: float = 1.5) -> Path
     return dst
 
 
-# ----------------------------------------------------------------------------- tier 3
+# ----------------------------------------------------------------------------- TensorRT probes
+# The one probe, through vitdeploy's own seam (vitdeploy.optional.tensorrt): it never imports a TensorRT
+# module here, so the pytest process does not bind a flavour; builds run in `vitdeploy build` children.
 
-def _trt_import_error():
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as e:  # noqa: BLE001  (ImportError or OSError: libnvinfer missing)
-        return f"{type(e).__name__}: {e}".splitlines()[0]
-    return None
+def _builder_error():
+    """Why no TensorRT builder (either flavour) is available here, or None."""
+    from vitdeploy import optional
+
+    return None if optional.available("tensorrt") else "neither tensorrt nor tensorrt_rtx is installed"
 
 
-TRT_ERR = _trt_import_error()
-requires_trt = pytest.mark.skipif(TRT_ERR is not None, reason=f"TensorRT not importable: {TRT_ERR}")
+def _engine_run_error():
+    """Why engines cannot run here (tier 3), or None: a TensorRT and an NVIDIA GPU are needed."""
+    if BUILDER_ERR:
+        return BUILDER_ERR
+    from vitdeploy.engines.device import gpu_present
+
+    return None if gpu_present() else "no NVIDIA GPU here (engines are built in tier 1, run only on a GPU)"
+
+
+BUILDER_ERR = _builder_error()
+requires_builder = pytest.mark.skipif(BUILDER_ERR is not None, reason=f"no TensorRT builder: {BUILDER_ERR}")
+TRT_ERR = _engine_run_error()
+requires_trt = pytest.mark.skipif(TRT_ERR is not None, reason=f"TensorRT engines cannot run here: {TRT_ERR}")

@@ -18,7 +18,7 @@ from vitdeploy.engines.profiles import profile_from_batches
 from vitdeploy.errors import CheckFailed, UserError
 from vitdeploy.fileio import file_sha256
 
-from conftest import TRT_ERR, requires_trt
+from conftest import BUILDER_ERR, requires_builder, requires_trt
 
 
 def _tiny_onnx(path, batch="batch"):
@@ -131,7 +131,8 @@ def test_assert_compatible_message(tmp_path, monkeypatch):
 
     m = _manifest(engine_sha256=hashlib.sha256(b"plan").hexdigest(), plugin_lib_sha256="b" * 64)
     mf.write_manifest(mf.manifest_path(engine), m)
-    monkeypatch.setattr(mf, "current_environment", lambda: {
+    monkeypatch.setattr(mf, "check_host_can_run", lambda *a: None)  # RTX/GPU host checks: test_engines_rtx.py
+    monkeypatch.setattr(mf, "current_environment", lambda flavour=None: {
         "tensorrt_version": "11.4.0.106", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
     with pytest.raises(CheckFailed) as ei:
         mf.assert_compatible(engine, plugin_lib=str(lib))
@@ -140,11 +141,11 @@ def test_assert_compatible_message(tmp_path, monkeypatch):
     assert f"vitdeploy build /x/m.onnx -o {engine}" in msg and "--max-batch 8" in msg
     assert "\n" not in msg
     # same setup + same library -> OK; a replaced engine file is caught by its sha256
-    monkeypatch.setattr(mf, "current_environment", lambda: {
+    monkeypatch.setattr(mf, "current_environment", lambda flavour=None: {
         "tensorrt_version": "10.16.0.1", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
     mf.write_manifest(mf.manifest_path(engine), dict(m, plugin_lib_sha256=file_sha256(lib)))
     assert mf.assert_compatible(engine, plugin_lib=str(lib))["precision"] == "fp16"
-    monkeypatch.setattr(mf, "current_environment", lambda: {
+    monkeypatch.setattr(mf, "current_environment", lambda flavour=None: {
         "tensorrt_version": "10.16.0.1", "gpu_name": "NVIDIA H200", "compute_capability": "9.0"})
     with pytest.warns(mf.EngineWarning, match="NVIDIA H200"):
         assert mf.assert_compatible(engine, plugin_lib=str(lib))["precision"] == "fp16"
@@ -185,14 +186,14 @@ def test_profile_dynamic_resolution_rejected():
 
 # ---------------------------------------------------------------- tier 1: no TensorRT
 
-def test_inspect_onnx_and_input_errors(tmp_path):
-    from vitdeploy.engines.build import build_engine, inspect_onnx
+def test_build_reads_the_onnx_through_artifact_and_input_errors(tmp_path):
+    from vitdeploy.artifact import TensorInfo, open_artifact
+    from vitdeploy.engines.build import build_engine
 
     path = _tiny_onnx(tmp_path / "t.onnx")
-    info = inspect_onnx(path)
-    assert info["inputs"] == [{"name": "images", "shape": ["batch", 3, 8, 8], "dtype": "float32"}]
-    assert info["precision"] == "fp32" and info["plugin_nodes"] == 0
-    assert info["metadata"] == {"vitdeploy.model": "tiny", "vitdeploy.precision": "fp32"}
+    art = open_artifact(path)
+    assert art.inputs == [TensorInfo("images", "float32", ["batch", 3, 8, 8])]
+    assert art.precision == "fp32" and art.metadata == {"model": "tiny", "precision": "fp32"}
     with pytest.raises(UserError, match="not found"):
         build_engine(tmp_path / "missing.onnx", tmp_path / "m.engine")
     (tmp_path / "junk.onnx").write_bytes(b"\x00junk")
@@ -206,7 +207,7 @@ def test_inspect_onnx_and_input_errors(tmp_path):
     assert not (tmp_path / "m.engine").exists()
 
 
-@pytest.mark.skipif(TRT_ERR is None, reason="TensorRT is importable here; the no-TensorRT message cannot be shown")
+@pytest.mark.skipif(BUILDER_ERR is None, reason="a TensorRT is installed here; the no-TensorRT message cannot be shown")
 def test_build_without_tensorrt_says_how_to_install(tmp_path):
     from vitdeploy.engines.build import build_engine
 
@@ -214,12 +215,11 @@ def test_build_without_tensorrt_says_how_to_install(tmp_path):
     with pytest.raises(UserError) as ei:
         build_engine(path, tmp_path / "m.engine", max_batch=4, opt_batch=2)
     msg = str(ei.value)
-    assert msg == ("TensorRT is not installed: pip install 'vitdeploy[tensorrt]' --extra-index-url "
-                   "https://pypi.nvidia.com (needs an NVIDIA GPU driver)")
+    assert msg.startswith("TensorRT is not installed: pip install 'vitdeploy[tensorrt-rtx]'")
     assert not (tmp_path / "m.engine").exists() and not (tmp_path / "m.engine.json").exists()
 
 
-@pytest.mark.skipif(TRT_ERR is None, reason="TensorRT is importable here; the no-TensorRT message cannot be shown")
+@pytest.mark.skipif(BUILDER_ERR is None, reason="a TensorRT is installed here; the no-TensorRT message cannot be shown")
 def test_trt_runner_without_tensorrt(tmp_path):
     from vitdeploy.engines.backends import make_artifact_runner
     from vitdeploy.engines.trt_runner import TrtRunner
@@ -259,18 +259,6 @@ def test_no_plugin_build_parses_an_inlined_model(sparsevit_onnx):
 
     with_lib = parse_plan(proto, plugin_available=True)
     assert with_lib.load_plugin and with_lib.model is proto
-
-
-def test_parser_flags_never_include_plugin_override(sparsevit_onnx):
-    """Defect 2: ENABLE_PLUGIN_OVERRIDE would turn standard ScatterND nodes into TensorRT's legacy plugin."""
-    from vitdeploy.engines.build import parse_plan
-
-    proto = onnx.load(str(sparsevit_onnx))
-    plain = onnx.load(str(_tiny_onnx_with_scatternd()))
-    for model in (proto, plain):
-        for available in (False, True):
-            flags = parse_plan(model, plugin_available=available).parser_flags
-            assert "ENABLE_PLUGIN_OVERRIDE" not in flags
 
 
 def _tiny_onnx_with_scatternd():
@@ -451,9 +439,10 @@ def test_trt_swin_with_and_without_plugin(tmp_path):
     model, onnx_path = _export_model(tmp_path, "swin_t", 0.5, "fp32")
     with_p = build_engine(onnx_path, tmp_path / "p.engine", plugin_lib=lib, max_batch=2, opt_batch=2)
     without = build_engine(onnx_path, tmp_path / "n.engine", plugin_lib=False, max_batch=2, opt_batch=2)
-    import tensorrt as trt
+    from vitdeploy import optional
 
-    if tuple(int(v) for v in trt.__version__.split(".")[:2]) >= (10, 7):
+    trt = optional.tensorrt()
+    if trt.flavour == "rtx" or tuple(int(v) for v in trt.version.split(".")[:2]) >= (10, 7):
         assert with_p["builder_options"]["plugin_layers"] > 0 and with_p["plugin_lib_sha256"]
     # built after the library was registered in this process: the inlined copy still has no plugin layer
     assert without["builder_options"]["plugin_layers"] == 0 and without["plugin_lib_sha256"] is None
@@ -471,8 +460,7 @@ def test_trt_swin_with_and_without_plugin(tmp_path):
     assert _rel(_torch_ref(model, x), ya) < 1e-4
 
 
-@pytest.mark.tensorrt
-@requires_trt
+@requires_builder
 def test_trt_portable_fp16_sparsevit_has_no_plugin_dependency(tmp_path):
     """Defect 2: with the library loaded (and Polygraphy's init_libnvinfer_plugins registering the legacy
     ScatterND plugin), a --portable fp16 SparseViT still builds from standard ops only."""
@@ -487,7 +475,7 @@ def test_trt_portable_fp16_sparsevit_has_no_plugin_dependency(tmp_path):
     jobs.export("swin_t", onnx_path, img_size=224, sparsity=sp, precision="fp16", portable=True, validate=False)
     man = build_engine(onnx_path, tmp_path / "p.engine", plugin_lib=lib, max_batch=2, opt_batch=2)
     assert man["builder_options"]["plugin_nodes_in_onnx"] == 0 and man["builder_options"]["plugin_layers"] == 0
-    assert man["plugin_lib_sha256"] is None and man["builder_options"]["parser_flags"] == []
+    assert man["plugin_lib_sha256"] is None and "ENABLE_PLUGIN_OVERRIDE" not in man["builder_options"]["parser_flags"]
 
 
 @pytest.mark.tensorrt
@@ -546,8 +534,8 @@ def test_cli_build_without_tensorrt_exits_2_with_install_line(tmp_path):
     import subprocess
     import sys
 
-    if TRT_ERR is None:
-        pytest.skip("TensorRT is importable here; this checks the message on machines without it")
+    if BUILDER_ERR is None:
+        pytest.skip("a TensorRT is installed here; this checks the message on machines without it")
     onnx_path = tmp_path / "m.onnx"
     _tiny_onnx(onnx_path)
     res = subprocess.run([sys.executable, "-m", "vitdeploy.cli", "build", str(onnx_path), "-o",

@@ -56,8 +56,12 @@ class Backend:
             optional.onnxruntime_gpu()
         if self.name == "trt":
             from vitdeploy import optional
+            from vitdeploy.engines.device import gpu_present
 
-            optional.tensorrt()
+            trt = optional.tensorrt()
+            if not gpu_present():  # the table times engines: say so now, not after the first build
+                raise UserError(f"--backend trt measures latency on an NVIDIA GPU and this host has none "
+                                f"({trt.label} can build engines here, not run them); use --backend ort")
 
     def to_dict(self) -> Dict[str, object]:
         return {"backend": self.name, "threads": self.threads, "batch": self.batch, "warmup": self.warmup,
