@@ -24,7 +24,9 @@ demo: $(STAMP)
 	$(BIN)/vitdeploy export efficientvit_m0 -o $(DEMO_DIR)/efficientvit_m0.onnx
 	$(BIN)/vitdeploy info $(DEMO_DIR)/efficientvit_m0.onnx
 	$(BIN)/vitdeploy bench $(DEMO_DIR)/efficientvit_m0.onnx --backend torch ort --batch 16 --threads 1 --iters 20 --json $(DEMO_DIR)/bench.json
-	@echo "demo artifacts in $(DEMO_DIR)/"
+	$(BIN)/vitdeploy build $(DEMO_DIR)/efficientvit_m0.onnx -o $(DEMO_DIR)/efficientvit_m0.engine --tensorrt rtx --compute-capability 8.6 8.9 12.0
+	$(BIN)/vitdeploy info $(DEMO_DIR)/efficientvit_m0.engine
+	@echo "demo artifacts in $(DEMO_DIR)/ (the .engine runs on an RTX GPU: vitdeploy validate it there)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -69,14 +69,27 @@ def exports(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def plugin_lib(tmp_path_factory):
-    """libvitdeploy_plugins.so built with CMake from the TensorRT headers alone (one CUDA arch: fast)."""
+def plugin_build(tmp_path_factory):
+    """`vitdeploy plugins build` (CMake) from the TensorRT headers alone: no TensorRT library on the link
+    line (TensorRT_LIB_DIR/ROOT unset; a pip `tensorrt` is not installed here). One CUDA arch: fast."""
     from vitdeploy import plugins
 
-    res = plugins.build(build_dir=tmp_path_factory.mktemp("plugin_build"), cuda_archs="86", with_runner=False,
-                        require_tensorrt=True)
+    mp = pytest.MonkeyPatch()
+    for var in ("TensorRT_ROOT", "TensorRT_LIB_DIR"):
+        mp.delenv(var, raising=False)
+    mp.setenv("TensorRT_INCLUDE_DIR", TRT_INCLUDE)
+    try:
+        res = plugins.build(build_dir=tmp_path_factory.mktemp("plugin_build"), cuda_archs="86", with_runner=True,
+                            require_tensorrt=True)
+    finally:
+        mp.undo()
     assert res["library"], res
-    return res["library"]
+    return res
+
+
+@pytest.fixture(scope="module")
+def plugin_lib(plugin_build):
+    return plugin_build["library"]
 
 
 def _build(onnx_path, engine, *extra):
@@ -259,3 +272,35 @@ def test_plugin_that_cannot_be_used_is_exit_2_when_named_and_inlined_otherwise(e
     assert found.returncode == 0, found.stderr[-2000:]
     assert "not using the plugin library" in found.stderr
     assert json.loads((tmp_path / "f.engine.json").read_text())["plugin_layers"] == 0
+
+
+@needs_headers
+def test_plugins_build_makes_the_dynamic_library_from_headers_alone(plugin_build):
+    """getCreators library from headers alone (no TensorRT library in DT_NEEDED); the static-registration
+    library and vitdeploy-run need libnvinfer (enterprise only) and the result says so in one line."""
+    from vitdeploy import plugins
+
+    lib = plugin_build["library"]
+    needed = subprocess.run(["readelf", "-d", lib], capture_output=True, text=True).stdout
+    assert "libnvinfer" not in needed and "libtensorrt" not in needed, needed
+    assert plugins.library_info(lib)["registration"] == "dynamic"
+    if plugin_build["static_registration_library"] is None:  # no enterprise libnvinfer on this host
+        assert plugin_build["runner"] is None
+        msg = plugin_build["message"]
+        assert "enterprise TensorRT only" in msg and "libnvinfer" in msg and "\n" not in msg
+        assert "enterprise TensorRT only" in plugin_build["static_registration_status"]
+
+
+def test_plugin_major_rule_knows_the_rtx_flavour(tmp_path):
+    """RTX 1.x needs a library built against the TensorRT 11 headers (measured: 11.1 loads and builds);
+    10.x headers are refused with the flavour in the message (exit 2)."""
+    from vitdeploy import plugins
+    from vitdeploy.errors import UserError
+
+    lib = tmp_path / "libvitdeploy_plugins.so"
+    plugins.check_tensorrt_major({"tensorrt_headers": "11.1.0.106"}, "1.7.1.116", lib, "rtx")
+    for headers in ("10.16.0.1", "12.0.0.1", ""):
+        with pytest.raises(UserError, match="TensorRT for RTX 1.7.1.116, which needs a build against TensorRT 11"):
+            plugins.check_tensorrt_major({"tensorrt_headers": headers}, "1.7.1.116", lib, "rtx")
+    with pytest.raises(UserError, match="runs TensorRT 10.16"):  # enterprise: the same major as the headers
+        plugins.check_tensorrt_major({"tensorrt_headers": "11.1.0.106"}, "10.16.0.1", lib, "trt")

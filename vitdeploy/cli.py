@@ -175,8 +175,12 @@ def cmd_info(args, con: Console) -> int:
         print(f"  {'targets':<18} {targets}")
         print(f"  {'plugin layers':<18} {man.plugin_layers}"
               + (f" (library sha256 {man['plugin_lib_sha256'][:12]}…)" if man.get("plugin_lib_sha256") else ""))
+        net = man.get("network") or {}
+        if net:
+            print(f"  {'network':<18} {net.get('layers')} layers"
+                  + (", strongly typed" if net.get("strongly_typed") else ""))
         for k, v in info["manifest"].items():
-            if k not in ("onnx_metadata", "inputs", "outputs"):
+            if k not in ("onnx_metadata", "inputs", "outputs", "network"):
                 print(f"  {k:<20} {json.dumps(v) if not isinstance(v, str) else v}")
     return EXIT_OK
 

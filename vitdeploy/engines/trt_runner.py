@@ -37,12 +37,41 @@ class TrtRunner(Runner):
         self.profile = self.manifest.get("profile", {})
 
         poly = trt.polygraphy()
+        self._runtime_cache = None
+        cache_path = (self.manifest.get("builder_options") or {}).get("runtime_cache")
         try:
-            self._runner = poly.TrtRunner(poly.EngineFromPath(self.engine_path), name=f"vitdeploy-{name}")
+            engine_or_context = poly.EngineFromPath(self.engine_path)
+            if self.manifest.flavour == "rtx" and cache_path:
+                engine_or_context = self._context_with_runtime_cache(engine_or_context(), cache_path)
+            self._runner = poly.TrtRunner(engine_or_context, name=f"vitdeploy-{name}")
             self._runner.activate()
         except poly.PolygraphyException as e:
             raise UserError(f"{engine_path}: TensorRT could not load this engine "
                             f"({str(e).strip().splitlines()[-1]}); rebuild it with vitdeploy build")
+
+    def _context_with_runtime_cache(self, engine, cache_path: str):
+        """RTX: an execution context whose runtime (JIT) cache is loaded from `cache_path` when it exists and
+        saved back on close (`--runtime-cache`, recorded by `vitdeploy build`). Polygraphy has no hook for it."""
+        from pathlib import Path
+
+        config = engine.create_runtime_config()
+        cache = config.create_runtime_cache()
+        if Path(cache_path).is_file():
+            cache.deserialize(Path(cache_path).read_bytes())
+        config.set_runtime_cache(cache)
+        self._runtime_cache = (cache, cache_path, engine)  # the engine outlives its context
+        return engine.create_execution_context(config)
+
+    def _save_runtime_cache(self) -> None:
+        if self._runtime_cache is None:
+            return
+        from vitdeploy.fileio import atomic_write_bytes
+
+        cache, path, _ = self._runtime_cache
+        data = cache.serialize()
+        if data is not None:
+            atomic_write_bytes(path, bytes(memoryview(data)))
+        self._runtime_cache = None
 
     @property
     def device(self) -> str:
@@ -83,3 +112,4 @@ class TrtRunner(Runner):
         if runner is not None and getattr(runner, "is_active", False):
             runner.deactivate()
         self._runner = None
+        self._save_runtime_cache()
