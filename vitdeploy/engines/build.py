@@ -38,8 +38,15 @@ TensorRT OSS Python bindings source `python/src/parsers/pyOnnx.cpp`):
   `set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)` (TRT >= 8.4), `INetworkDefinition`
   `get_input/get_output(i).name/.shape/.dtype`, `trt.nptype(DataType)`, `LayerType.PLUGIN_V3`
   (TRT >= 10.0).
-- TF32 stays off (Polygraphy's default `tf32=False`): fp32 engines are compared against PyTorch
-  with fp32 thresholds (max relative error 1e-4), which TF32 matmuls would not meet.
+- TF32 stays off (Polygraphy's default `tf32=False`; RTX turns it on by default and the seam clears
+  it): fp32 engines are compared against PyTorch with fp32 thresholds (max relative error 1e-4),
+  which TF32 matmuls would not meet.
+- Two flavours (DESIGN decision 14): everything flavour-specific — the module, Polygraphy's classes,
+  the config (`CreateConfig` vs `CreateConfigRTX` + compute capabilities), the environment facts,
+  the RTX parser's loader fix — comes from `vitdeploy.optional.tensorrt()`; this module names no
+  TensorRT module. TensorRT for RTX 1.7 has no precision builder flags (strongly typed only, as we
+  build), no `add_plugin_v3` (plugins enter through the parser), timing-cache calls are no-ops (a
+  runtime cache replaces them) and `nptype(DataType.FP8)` raises (dtype names are mapped here).
 """
 
 from __future__ import annotations

@@ -42,9 +42,10 @@ def info(path: Optional[PathLike] = None) -> dict:
         "runner": str(runner_path()) if runner_path() else None,
     }
     trt = optional.tensorrt() if optional.available("tensorrt") else None
-    result["tensorrt"] = trt.__version__ if trt is not None else None
+    result["tensorrt"] = trt.label if trt is not None else None
+    result["tensorrt_flavour"] = trt.flavour if trt is not None else None
     if not result["exists"]:
-        result["hint"] = "build it with `vitdeploy plugins build` (needs nvcc, cmake and TensorRT)"
+        result["hint"] = "build it with `vitdeploy plugins build` (needs nvcc, cmake and the TensorRT headers)"
         return result
     result["library_info"] = library_info(lib)
     if result["library_info"] is None:
