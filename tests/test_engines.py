@@ -575,3 +575,23 @@ def test_cli_build_with_a_bad_plugin_lib_env_exits_2_naming_it(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert str(missing) in res.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_trt_runner_feeds_go_through_the_base_class_checks():
+    """TrtRunner used to override infer and skip Runner.check_feeds: extra feeds were ignored and a wrong
+    dtype was cast. Only the feed checks run here (no engine is deserialized: that needs a GPU)."""
+    from vitdeploy.engines.runners import Runner, TensorSpec
+    from vitdeploy.engines.trt_runner import TrtRunner
+
+    assert "infer" not in TrtRunner.__dict__ and TrtRunner.infer is Runner.infer
+    r = TrtRunner.__new__(TrtRunner)
+    r.name, r.inputs = "trt", [TensorSpec("images", ["batch", 3, 8, 8], "float32")]
+    r.profile = {"images": {"min": [1, 3, 8, 8], "opt": [2, 3, 8, 8], "max": [4, 3, 8, 8]}}
+    ok = np.zeros((2, 3, 8, 8), np.float32)
+    r.check_feeds({"images": ok})
+    with pytest.raises(UserError, match="do not match the inputs"):
+        r.check_feeds({"images": ok, "extra": ok})
+    with pytest.raises(UserError, match="is float64, the model takes float32"):
+        r.check_feeds({"images": ok.astype(np.float64)})
+    with pytest.raises(UserError, match="outside the engine's profile"):
+        r.check_feeds({"images": np.zeros((5, 3, 8, 8), np.float32)})
