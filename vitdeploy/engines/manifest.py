@@ -260,7 +260,10 @@ def check_host_can_run(engine_path, manifest: EngineManifest) -> None:
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
     if hasattr(runtime, "get_engine_validity"):
         validity, diagnostics = runtime.get_engine_validity(Path(engine_path).read_bytes())
-        if validity != trt.EngineValidity.VALID:
+        if validity == trt.EngineValidity.SUBOPTIMAL:  # runs, but not as fast as it could (diagnostics: bits)
+            warnings.warn(f"{what}: TensorRT says it runs on this GPU suboptimally (diagnostics {diagnostics}); "
+                          f"rebuild it here for full speed", EngineWarning, stacklevel=3)
+        elif validity != trt.EngineValidity.VALID:
             raise UserError(f"{what}: TensorRT says it cannot run on this GPU ({validity.name}: {diagnostics}); "
                             f"rebuild it: {rebuild_command(manifest, engine_path)}")
 
