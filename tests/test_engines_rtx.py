@@ -238,7 +238,7 @@ def test_rtx_build_with_the_cmake_plugin_library(exports, plugin_lib, tmp_path, 
     assert man.plugin_layers == 16 and _has(man, "PLUGIN_V3") == 16
     assert man["plugin_lib_sha256"] == file_sha256(plugin_lib)
     assert man["builder_options"]["window_ops_inlined"] is False
-    assert "16 plugin layers" in run("info", engine).stdout
+    assert "plugin layers      16 (library sha256" in run("info", engine).stdout
 
 
 _LOADED_FIRST = """
