@@ -172,11 +172,14 @@ def cmd_info(args, con: Console) -> int:
 
 
 def cmd_build(args, con: Console) -> int:
+    from vitdeploy.checks import check_against_reference
     from vitdeploy.engines.build import build_engine
 
     manifest = build_engine(args.onnx, args.output, plugin_lib=args.plugin_lib, min_batch=args.min_batch,
                             opt_batch=args.opt_batch, max_batch=args.max_batch, timing_cache=args.timing_cache,
                             progress=con.progress)
+    # The engine stays written when parity fails: it is what TensorRT built, and the table says how far off.
+    check_against_reference(args.output, plugin_lib=manifest.get("plugin_lib_path"), progress=con.progress)
     print(f"wrote {args.output} and {args.output}.json (TensorRT {manifest.get('tensorrt_version')}, "
           f"{manifest.get('gpu_name')})")
     return EXIT_OK

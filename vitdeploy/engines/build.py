@@ -274,15 +274,13 @@ def _plugin_library(plugin_lib: Union[str, None, bool], plugin_nodes: int,
 
 def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] = None, min_batch: Optional[int] = None,
                  opt_batch: Optional[int] = None, max_batch: Optional[int] = None, timing_cache: Optional[str] = None,
-                 opt_level: int = 3, workspace_gib: Optional[float] = None, check_reference: bool = True,
+                 opt_level: int = 3, workspace_gib: Optional[float] = None,
                  progress: Optional[Callable[[str], None]] = None) -> dict:
     """Build `engine_path` from `onnx_path` and write `<engine_path>.json`; returns the manifest.
 
     plugin_lib: a path; None = `vitdeploy.plugins.library_path()` (explicit env var or default
     build) when the ONNX has vitdeploy window nodes; False = never use the plugin (the nodes are
     inlined as their standard-op bodies before parsing).
-    check_reference: run the fresh engine against the export's OUT.ref.npz when there is one
-    (CheckFailed when parity fails; the engine is kept).
     """
     progress = progress or (lambda msg: None)
     info = inspect_onnx(onnx_path)
@@ -371,9 +369,4 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
     atomic_write_bytes(engine_path, data)
     write_manifest(manifest_path(engine_path), manifest)
     progress(f"engine built in {build_time:.1f} s ({len(data) / 1e6:.1f} MB, {plugin_layers} plugin layers)")
-    if check_reference:
-        # The engine stays written when parity fails: it is what TensorRT built, and the table says how far off.
-        from vitdeploy.engines.parity import check_against_reference
-
-        check_against_reference(engine_path, plugin_lib=lib if uses_plugin else None, progress=progress)
     return manifest
