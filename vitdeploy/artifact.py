@@ -20,7 +20,6 @@ from vitdeploy.export.onnx import META_PREFIX, load_onnx
 
 ONNX_SUFFIX = ".onnx"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-KINDS = ("onnx", "engine")
 
 Dim = Union[int, str]  # an int for a static axis, a name ("batch", "?") for a dynamic one
 
@@ -120,11 +119,6 @@ def _open_onnx(path: Path) -> Artifact:
     return Artifact(path, "onnx", meta, io["inputs"], io["outputs"], batch, onnx=proto)
 
 
-# TensorRT spells dtypes its own way when numpy cannot name them (build.py falls back to str(dtype)).
-_TRT_DTYPE_NAMES = {"float": "float32", "half": "float16", "int32": "int32", "int64": "int64", "int8": "int8",
-                    "bool": "bool", "uint8": "uint8", "bf16": "bfloat16", "fp8": "float8_e4m3fn"}
-
-
 def _manifest_tensors(manifest: Dict, what: str, where: Path) -> List[TensorInfo]:
     items = manifest.get(what)
     if not isinstance(items, list) or not items or not all(isinstance(t, dict) and "name" in t for t in items):
@@ -132,8 +126,7 @@ def _manifest_tensors(manifest: Dict, what: str, where: Path) -> List[TensorInfo
                         "with `vitdeploy build`")
     out = []
     for t in items:
-        dtype = str(t.get("dtype", "float32")).replace("DataType.", "")
-        dtype = _TRT_DTYPE_NAMES.get(dtype.lower(), dtype)
+        dtype = str(t.get("dtype", "float32"))  # build.py writes numpy's name
         shape = t.get("shape")
         if not isinstance(shape, list):
             raise UserError(f"{where}: manifest {what} {t['name']!r} has no shape; rebuild the engine")
