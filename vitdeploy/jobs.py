@@ -57,17 +57,6 @@ def build_reference(model: str, *, checkpoint=None, img_size=None, task="classif
     return m.eval()
 
 
-def count_macs(model, img_size: int) -> int:
-    """MACs of one image, from the ops PyTorch actually runs (so pruned windows are not counted)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(1, 3, img_size, img_size)
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
-        model(x)
-    return int(fc.get_total_flops() // 2)
-
-
 def reference_from_metadata(meta: Dict[str, str], checkpoint=None, warn: Optional[Progress] = None,
                             where: str = "artifact"):
     """Rebuild the PyTorch original an artifact was exported from."""
@@ -255,6 +244,7 @@ def _export_report(req: ExportRequest, proto, ref, deploy, *, ckpt_sha, meta, nb
     from vitdeploy.artifact import onnx_tensors
     from vitdeploy.export import fold
     from vitdeploy.export.onnx import op_histogram
+    from vitdeploy.models.macs import count_macs
     from vitdeploy.models.registry import build_model
 
     io = onnx_tensors(proto)
