@@ -57,8 +57,8 @@ struct EnqueueArgs
     WindowIndexType indexType{};
 };
 
-//! Op-independent half of an IPluginV3One plugin. The derived class supplies the build-time shape/type
-//! logic, enqueue and clone.
+//! Op-independent half of an IPluginV3One plugin, the accepted tensor types included. The derived class
+//! supplies the shape logic, enqueue (decodeEnqueue, then its kernel) and clone.
 class WindowPluginBase : public nvinfer1::IPluginV3,
                          public nvinfer1::IPluginV3OneCore,
                          public nvinfer1::IPluginV3OneBuild,
