@@ -163,7 +163,7 @@ def test_check_against_reference_for_build(exported, tmp_path):
     """What `build` calls on a fresh engine; shown here on the ONNX (same path, ORT backend)."""
     import shutil
 
-    from vitdeploy.engines.parity import check_against_reference
+    from vitdeploy.checks import check_against_reference
     from vitdeploy.errors import CheckFailed
 
     out, _ = exported
@@ -177,11 +177,31 @@ def test_check_against_reference_for_build(exported, tmp_path):
     assert check_against_reference(make_tiny_onnx(tmp_path / "noref.onnx")) is None
 
 
+def test_cli_build_checks_the_fresh_engine_against_the_reference(exported, tmp_path, monkeypatch, capsys):
+    """`vitdeploy build` runs that check after build_engine (the engines layer does not call up to it).
+    TensorRT is faked: `-o` names an ONNX that stands in for the fresh engine, beside a reference."""
+    import shutil
+
+    from vitdeploy import cli
+    from vitdeploy.engines import build
+
+    out, _ = exported
+    built = []
+    monkeypatch.setattr(build, "build_engine", lambda onnx, engine, **kw: built.append(engine) or {})
+    assert cli.main(["build", str(out), "-o", str(out)]) == 0
+    assert built == [str(out)] and "verdict: PASS" in capsys.readouterr().err
+    bad = scale_largest_initializer(out, tmp_path / "bad.onnx")
+    shutil.copyfile(reference_path_for(out), reference_path_for(bad))
+    assert cli.main(["build", str(out), "-o", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "verdict: FAIL" in err and "reference outputs failed" in err
+
+
 def test_static_batch_artifact_against_a_reference_of_another_size(tmp_path):
     """A --batch 2 graph checked on 3 stored inputs: chunks of exactly 2, the last one padded.
     The stored outputs come from the dynamic-batch export of the same weights."""
+    from vitdeploy.checks import parity_from_reference
     from vitdeploy.engines.backends import make_artifact_runner
-    from vitdeploy.engines.parity import parity_from_reference
     from vitdeploy.engines.reference_outputs import ReferenceOutputs, make_provenance
 
     dyn = make_tiny_onnx(tmp_path / "dyn.onnx")

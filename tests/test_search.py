@@ -168,7 +168,7 @@ def test_searched_fidelity_beats_every_uniform_within_budget(searched, dense):
 
 
 def test_macs_table_is_exact(searched, dense):
-    from vitdeploy.jobs import count_macs
+    from vitdeploy.models.macs import count_macs
 
     out, _ = searched
     st = json.loads(search_paths(out)["search"].read_text())

@@ -220,6 +220,52 @@ def test_libpython_on_ld_path():
     assert env["LD_LIBRARY_PATH"] == before
 
 
+def test_serve_steps_check_the_request_before_starting_anything(tiny_onnx):
+    """serve()'s argument steps, without PyTriton or a port."""
+    from vitdeploy.serving import triton as vt
+    from vitdeploy.serving.repository import describe_artifact
+
+    info = describe_artifact(tiny_onnx)
+    ok = dict(backend="ort", max_batch=8, instances=1, max_queue_delay_us=0, torch_model=None)
+    vt._check_request(info, **ok)
+    for bad, pattern in [({"instances": 0}, "--instances"), ({"max_queue_delay_us": -1}, "--max-queue-delay-us"),
+                         ({"backend": "tf"}, "choose one of"), ({"backend": "torch"}, "without torch_model"),
+                         ({"max_batch": 0}, "--max-batch must be")]:
+        with pytest.raises(UserError, match=pattern):
+            vt._check_request(info, **{**ok, **bad})
+    assert vt._preferred_sizes(info, 8, None) == [8] and vt._preferred_sizes(info, 8, [4, 2, 4]) == [2, 4]
+    with pytest.raises(UserError, match=r"must lie in 1\.\.8"):
+        vt._preferred_sizes(info, 8, [16])
+    with pytest.raises(UserError, match="must differ"):
+        vt._check_ports("127.0.0.1", {"http": 9100, "grpc": 9100, "metrics": 9102})
+
+
+def test_serve_steps_notice_a_dead_server_and_shut_it_down(tmp_path):
+    """The wait and shutdown steps on a stand-in for PyTriton's Triton object."""
+    import threading
+
+    from vitdeploy.errors import CheckFailed
+    from vitdeploy.serving import triton as vt
+
+    class DeadTriton:
+        stopped = False
+
+        def is_alive(self):
+            return False
+
+        def stop(self):
+            self.stopped = True
+
+    log = tmp_path / "tritonserver.log"
+    log.write_text("I1206 started\nE1206 model tiny failed to load\n")
+    running = vt._Running(log, known_pids={p.pid for p in vt._server_children()}, triton=DeadTriton())
+    with pytest.raises(CheckFailed, match="exited unexpectedly(.|\n)*model tiny failed to load"):
+        vt._wait_until_stopped(running, threading.Event())
+    said = []
+    vt._shutdown(running, said.append)
+    assert running.triton.stopped and said == ["stopping Triton"]
+
+
 # ------------------------------------------------------------------------------------------------
 # live server
 

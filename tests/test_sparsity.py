@@ -29,15 +29,14 @@ def _json(tmp_path, obj, name="s.json"):
 def test_cfg1_keep_counts_at_672_match_the_release():
     cfg = parse_sparsity("cfg1", T, img_size=672)
     assert [nw for _, nw in stage_windows(672)] == [576, 144, 36, 9]
-    kc = cfg.keep_counts(672)
-    assert kc[0] == [403, 403]
-    assert kc[1] == [None, None] and kc[3] == [None, None]
-    assert kc[2] == [32, 32, 28, 28, 28, 28]
+    assert [keep_count(576, r) for r in cfg.ratios[0]] == [403, 403]
+    assert cfg.ratios[1] == [0, 0] and cfg.ratios[3] == [0, 0]  # dense blocks: no gather/scatter
+    assert [keep_count(36, r) for r in cfg.ratios[2]] == [32, 32, 28, 28, 28, 28]
 
 
 @pytest.mark.parametrize("name,stage0", [("cfg2", 230), ("cfg3", 172)])
 def test_other_presets_stage0_keep_counts(name, stage0):
-    assert parse_sparsity(name, T, img_size=672).keep_counts(672)[0] == [stage0, stage0]
+    assert [keep_count(576, r) for r in parse_sparsity(name, T, img_size=672).ratios[0]] == [stage0, stage0]
 
 
 def test_keep_count_reproduces_float64_floor_artefacts():

@@ -20,7 +20,6 @@ from vitdeploy.export.onnx import META_PREFIX, load_onnx
 
 ONNX_SUFFIX = ".onnx"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-KINDS = ("onnx", "engine")
 
 Dim = Union[int, str]  # an int for a static axis, a name ("batch", "?") for a dynamic one
 

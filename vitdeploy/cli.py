@@ -186,6 +186,7 @@ def cmd_info(args, con: Console) -> int:
 
 
 def cmd_build(args, con: Console) -> int:
+    from vitdeploy.checks import check_against_reference
     from vitdeploy.engines.build import build_engine
 
     manifest = build_engine(args.onnx, args.output, plugin_lib=args.plugin_lib, min_batch=args.min_batch,
@@ -198,6 +199,8 @@ def cmd_build(args, con: Console) -> int:
              else manifest.get("gpu_name"))
     print(f"wrote {args.output} and {args.output}.json ({FLAVOUR_NAMES[manifest.flavour]} "
           f"{manifest.get('tensorrt_version')}, {where}, {manifest.plugin_layers} plugin layers)")
+    # The engine stays written when parity fails: it is what TensorRT built, and the table says how far off.
+    check_against_reference(args.output, plugin_lib=manifest.get("plugin_lib_path"), progress=con.progress)
     return EXIT_OK
 
 

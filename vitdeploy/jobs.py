@@ -19,11 +19,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from vitdeploy import __version__
+from vitdeploy.engines.parity import QUANTIZED
 from vitdeploy.errors import CheckFailed, UserError
 
 Progress = Callable[[str], None]
 RANDOM_WEIGHTS = "random-seed-0"
-QUANTIZED = ("int8", "fp8")
 PRECISIONS = ("fp32", "fp16") + QUANTIZED
 TORCH_REFERENCE = "torch"  # what produced a reference's outputs: the unfolded PyTorch original
 
@@ -55,17 +55,6 @@ def build_reference(model: str, *, checkpoint=None, img_size=None, task="classif
                  "parity and speed are meaningful, predictions are not")
         randomize_for_parity(m, seed=0)
     return m.eval()
-
-
-def count_macs(model, img_size: int) -> int:
-    """MACs of one image, from the ops PyTorch actually runs (so pruned windows are not counted)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(1, 3, img_size, img_size)
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
-        model(x)
-    return int(fc.get_total_flops() // 2)
 
 
 def reference_from_metadata(meta: Dict[str, str], checkpoint=None, warn: Optional[Progress] = None,
@@ -255,6 +244,7 @@ def _export_report(req: ExportRequest, proto, ref, deploy, *, ckpt_sha, meta, nb
     from vitdeploy.artifact import onnx_tensors
     from vitdeploy.export import fold
     from vitdeploy.export.onnx import op_histogram
+    from vitdeploy.models.macs import count_macs
     from vitdeploy.models.registry import build_model
 
     io = onnx_tensors(proto)
@@ -283,8 +273,8 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
            calib_num: Optional[int] = None, calib_method: Optional[str] = None, target: str = "trt",
            progress: Progress = _noop) -> Dict[str, object]:
     """Checkpoint -> folded ONNX (+ precision pass) -> OUT.ref.npz -> ORT parity -> OUT.report.json."""
+    from vitdeploy.checks import parity_from_reference
     from vitdeploy.engines.bench import peak_rss_mb
-    from vitdeploy.engines.parity import parity_from_reference
     from vitdeploy.export import fold
     from vitdeploy.export import onnx as vonnx
     from vitdeploy.fileio import atomic_write_json, file_sha256
@@ -350,7 +340,7 @@ def validate(artifact: os.PathLike, *, reference: Optional[os.PathLike] = None, 
     """Parity of an .onnx/engine: against OUT.ref.npz (given, or found beside it; no torch needed), or
     against the PyTorch original rebuilt from its metadata (with --checkpoint / --images, or no reference)."""
     from vitdeploy.artifact import open_artifact
-    from vitdeploy.engines.parity import parity_from_reference
+    from vitdeploy.checks import parity_from_reference
 
     if reference is not None and (checkpoint is not None or images is not None):
         raise UserError("--reference compares the inputs and outputs stored in it: drop --checkpoint/--images, "

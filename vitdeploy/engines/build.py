@@ -279,7 +279,7 @@ def _load_plugin(trt, lib: str, named: bool, progress: Callable[[str], None]) ->
 
 def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] = None, min_batch: Optional[int] = None,
                  opt_batch: Optional[int] = None, max_batch: Optional[int] = None, timing_cache: Optional[str] = None,
-                 opt_level: int = 3, workspace_gib: Optional[float] = None, check_reference: bool = True,
+                 opt_level: int = 3, workspace_gib: Optional[float] = None,
                  tensorrt: Optional[str] = None, compute_capabilities: Optional[Sequence[str]] = None,
                  runtime_cache: Optional[str] = None, progress: Optional[Callable[[str], None]] = None) -> dict:
     """Build `engine_path` from `onnx_path` and write `<engine_path>.json`; returns the manifest.
@@ -292,8 +292,6 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
     compute_capabilities: RTX targets such as ["8.6", "12.0"] (default: the RTX builder's).
     timing_cache (enterprise) / runtime_cache (RTX, recorded for the runtime's JIT): a flag meaningless
     for the flavour is a UserError, never silently ignored.
-    check_reference: run the fresh engine against the export's OUT.ref.npz when there is one and this
-    host can run it (CheckFailed when parity fails; the engine is kept).
     """
     from vitdeploy.artifact import open_artifact
 
@@ -407,13 +405,4 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
     write_manifest(manifest_path(engine_path), manifest)
     progress(f"engine built with {trt.label} in {build_time:.1f} s ({len(data) / 1e6:.1f} MB, "
              f"{plugin_layers} plugin layers)")
-    if check_reference:
-        # The engine stays written when parity fails: it is what TensorRT built, and the table says how far off.
-        from vitdeploy.engines.device import gpu_present
-        from vitdeploy.engines.parity import check_against_reference
-
-        if trt.flavour == "rtx" and not gpu_present():
-            progress("no GPU here: the engine's parity is checked where it runs (vitdeploy validate ENGINE)")
-        else:
-            check_against_reference(engine_path, plugin_lib=lib if uses_plugin else None, progress=progress)
     return manifest

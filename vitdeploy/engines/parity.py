@@ -1,21 +1,21 @@
 """Compare a candidate with the PyTorch original: task-aware metrics, thresholds, a verdict.
 
 The reference is either a live runner on the same inputs (`run_parity`) or the outputs stored in
-OUT.ref.npz at export (`run_reference_parity`, `parity_from_reference`: no torch needed). Per
-output: max abs error, max relative error (max abs error / max |reference|), cosine similarity;
-for classifiers also top-1 and top-5 agreement. Thresholds depend on precision and are printed
-with the verdict (Polygraphy's lesson: a bare "FAILED" at 1e-5 helps nobody).
+OUT.ref.npz at export (`run_reference_parity`: no torch needed; vitdeploy.checks finds and vets
+that file for an artifact). Per output: max abs error, max relative error (max abs error / max
+|reference|), cosine similarity; for classifiers also top-1 and top-5 agreement. Thresholds depend
+on precision and are printed with the verdict (Polygraphy's lesson: a bare "FAILED" at 1e-5 helps
+nobody).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from vitdeploy.errors import CheckFailed, UserError
+from vitdeploy.errors import UserError
 
 # The one table of parity thresholds (DESIGN decision 9): precision -> {metric: bound}.
 # max_rel_err: max |a - b| / max |reference| per output. Cosine per output over the flattened
@@ -207,47 +207,3 @@ def run_reference_parity(reference, cand_runner, *, precision: str, task: str, c
     report.provenance = reference.provenance
     return report
 
-
-def parity_from_reference(artifact: os.PathLike, reference: Optional[os.PathLike] = None, *,
-                          backend: Optional[str] = None, plugin_lib: Optional[str] = None,
-                          progress: Callable[[str], None] = lambda msg: None) -> Optional[ParityReport]:
-    """Check an .onnx or engine against its OUT.ref.npz (given, or found beside the artifact or the ONNX
-    an engine was built from), without torch. None when no reference is given or found.
-
-    UserError (exit 2) when the reference's provenance names other weights than the artifact's
-    metadata (model, checkpoint sha256, sparsity, task, resolution)."""
-    from vitdeploy.artifact import open_artifact
-    from vitdeploy.engines.backends import default_backend, make_artifact_runner
-    from vitdeploy.engines.reference_outputs import find_reference, load_reference, provenance_mismatches
-
-    art = open_artifact(artifact)
-    ref_path = reference or find_reference(art.path, art.source_onnx)
-    if ref_path is None:
-        return None
-    ref = load_reference(ref_path)
-    bad = provenance_mismatches(ref.provenance, art.metadata)
-    if bad:
-        raise UserError(f"{ref_path} was made for another export than {art.path} ({'; '.join(bad)}); "
-                        "use the OUT.ref.npz written with this artifact")
-    backend = backend or default_backend(art)
-    progress(f"running {backend} on the {ref.batch} inputs stored in {ref_path}")
-    runner = make_artifact_runner(backend, str(art.path), plugin_lib=plugin_lib)
-    try:
-        return run_reference_parity(ref, runner, precision=parity_class(art.metadata),
-                                    task=art.metadata.get("task", "classify"))
-    finally:
-        runner.close()
-
-
-def check_against_reference(artifact: os.PathLike, *, plugin_lib: Optional[str] = None,
-                            progress: Callable[[str], None] = lambda msg: None) -> Optional[ParityReport]:
-    """For `build`: check a fresh engine against the OUT.ref.npz of the ONNX it was built from, when
-    there is one. Prints the table through `progress`; CheckFailed (exit 1) when parity fails,
-    UserError (exit 2) when the reference is for other weights; None when there is no reference."""
-    report = parity_from_reference(artifact, plugin_lib=plugin_lib, progress=progress)
-    if report is None:
-        return None
-    progress(report.table())
-    if not report.passed:
-        raise CheckFailed(f"{artifact}: parity against the export's reference outputs failed (table above)")
-    return report

@@ -68,12 +68,6 @@ class SparsityConfig:
     def to_json(self) -> str:
         return json.dumps({"ratios": self.ratios}, separators=(",", ":"))
 
-    def keep_counts(self, img_size: int, window: int = WINDOW) -> list[list[int | None]]:
-        """Per block: windows kept, or None for a dense block (ratio 0: no gather/scatter)."""
-        wins = stage_windows(img_size, len(self.ratios), window)
-        return [[keep_count(nw, r) if r > 0 else None for r in stage]
-                for stage, (_, nw) in zip(self.ratios, wins)]
-
     def validate_for(self, img_size: int, window: int = WINDOW) -> None:
         """Reject blocks that would keep no window at this input resolution."""
         wins = stage_windows(img_size, len(self.ratios), window)

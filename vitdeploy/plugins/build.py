@@ -88,8 +88,8 @@ def build(build_dir: Optional[PathLike] = None, cuda_archs: Optional[str] = None
     both load it); the static-registration library and the C++ runner also need libnvinfer (enterprise
     only). Without headers the CUDA kernels are still built (a compile check, and the library the GPU
     benchmark can use) and the result says that the plugin library needs TensorRT headers; with
-    ``require_tensorrt`` that case raises UserError instead (the CLI uses it, so `plugins build`
-    does not report success without the plugin library).
+    ``require_tensorrt`` that case raises UserError instead. (`vitdeploy plugins build` does not pass
+    it: it prints the result first, then exits 2 with the message.)
 
     cuda_archs: CMAKE_CUDA_ARCHITECTURES, e.g. "80;90" (default "75;80;86;89;90").
     tensorrt_root: a TensorRT install with include/ and lib/; otherwise $TensorRT_ROOT,

@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from vitdeploy.errors import UserError
+from vitdeploy.models.macs import count_macs
 from vitdeploy.search.space import Genes, SearchSpace
 
 BACKENDS = ("ort", "ort-cuda", "trt")
@@ -122,16 +123,6 @@ def export_onnx(module, example, path: Path, out_names: Sequence[str], window_op
                           uses_window_ops=window_ops)
     save_model(proto, path)
     return path
-
-
-def count_macs(module, example) -> int:
-    """MACs of one forward (matmul/conv ops PyTorch actually runs, so pruned windows are not counted)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as fc, torch.inference_mode():
-        module(torch.as_tensor(example))
-    return int(fc.get_total_flops() // 2)
 
 
 # ------------------------------------------------------------------------------------ the table

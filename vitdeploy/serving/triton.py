@@ -25,8 +25,9 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 import numpy as np
 
@@ -198,6 +199,52 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
     returns the PyTorch original for `backend="torch"` (the CLI rebuilds it from the metadata).
     """
     info = describe_artifact(artifact, model_name)
+    _check_request(info, backend=backend, max_batch=max_batch, instances=instances,
+                   max_queue_delay_us=max_queue_delay_us, torch_model=torch_model)
+    ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+    _check_ports(host, ports)
+    preferred = _preferred_sizes(info, max_batch, preferred_batch_sizes)
+    _prepare_pytriton(verbose)
+    say = progress or _warnings_only
+    runners = _make_runners(info, backend, instances, threads, plugin_lib, torch_model, say)
+    # The server's own log goes to a file we own (TritonConfig.log_file), read back for error
+    # messages; --verbose leaves it on PyTriton's stdout instead.
+    log_dir = tempfile.TemporaryDirectory(prefix="vitdeploy-triton-")
+    log_path = None if verbose else Path(log_dir.name) / "tritonserver.log"
+    stop = stop_event or threading.Event()
+    previous = _stop_on_signals(stop)
+    running = _Running(log_path, known_pids={p.pid for p in _server_children()})
+    server_info = None
+    try:
+        make_triton = partial(_bound_triton, _triton_config(info, host, ports, verbose, log_path), info, runners,
+                              max_batch, preferred if dynamic_batching else None, max_queue_delay_us)
+        _start_triton(running, make_triton, f"{host} (http {http_port}, grpc {grpc_port}, metrics {metrics_port})",
+                      startup_timeout_s, stop, say)
+        server_info = ServerInfo(
+            model_name=info.name, http_url=f"{_fmt_host(host)}:{http_port}", grpc_url=f"{_fmt_host(host)}:{grpc_port}",
+            metrics_url=f"http://{_fmt_host(host)}:{metrics_port}/metrics", backend=backend, max_batch=max_batch,
+            instances=instances, dynamic_batching=dynamic_batching,
+            inputs=[{"name": t.name, "shape": t.shape, "dtype": t.dtype} for t in info.inputs],
+            outputs=[{"name": t.name, "shape": t.shape, "dtype": t.dtype} for t in info.outputs],
+            server_pids=[p.pid for p in _server_children(running.known_pids)])
+        if ready_callback is not None and not stop.is_set():
+            ready_callback(server_info)
+        _wait_until_stopped(running, stop)
+    finally:
+        _shutdown(running, say)
+        for r in runners:
+            r.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log_dir.cleanup()
+    return server_info
+
+
+# ----------------------------------------------------------------------------- serve's steps
+
+def _check_request(info: ArtifactInfo, *, backend: str, max_batch: int, instances: int, max_queue_delay_us: int,
+                   torch_model) -> None:
+    """Every argument check that needs neither PyTriton nor the network (UserError, exit 2)."""
     info.check_max_batch(max_batch)
     if instances < 1:
         raise UserError(f"--instances must be >= 1, got {instances}")
@@ -207,113 +254,145 @@ def serve(artifact, *, backend: str = "ort", host: str = "127.0.0.1", http_port:
         raise UserError(f"--backend {backend!r}: choose one of ort, ort-cuda, trt, torch")
     if backend == "torch" and torch_model is None:
         raise UserError("--backend torch needs the PyTorch original: serve() was called without torch_model")
-    ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+
+
+def _check_ports(host: str, ports: Dict[str, int]) -> None:
+    """The three ports differ and each is free on `host` (UserError naming the busy one)."""
     if len(set(ports.values())) != 3:
         raise UserError(f"HTTP, gRPC and metrics ports must differ (got {ports})")
     for what, port in ports.items():
         _check_port(host, port, what)
+
+
+def _preferred_sizes(info: ArtifactInfo, max_batch: int, preferred_batch_sizes: Optional[Sequence[int]]) -> List[int]:
+    """The batch sizes the dynamic batcher waits for: the given ones (checked), or the artifact's defaults."""
     preferred = sorted(set(int(p) for p in preferred_batch_sizes)) if preferred_batch_sizes else \
         default_preferred(info, max_batch)
     if any(p < 1 or p > max_batch for p in preferred):
         raise UserError(f"preferred batch sizes {preferred} must lie in 1..{max_batch} (--max-batch)")
+    return preferred
+
+
+def _prepare_pytriton(verbose: bool) -> None:
+    """PyTriton importable (UserError with the install hint), its chatter quiet, libpython findable."""
     from vitdeploy import optional
 
-    optional.pytriton()  # UserError with the install hint when absent
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
-
+    optional.pytriton()
     if not verbose:
         for name in ("pytriton", "sh"):
             logging.getLogger(name).setLevel(logging.WARNING)
     ensure_libpython_visible()
-    say = progress or (lambda msg: warnings.warn(msg[len("warning: "):], stacklevel=3)
-                       if msg.startswith("warning: ") else None)
 
+
+def _warnings_only(msg: str) -> None:
+    """serve()'s default progress: silent, except warnings, which become Python warnings."""
+    if msg.startswith("warning: "):
+        warnings.warn(msg[len("warning: "):], stacklevel=4)
+
+
+def _make_runners(info: ArtifactInfo, backend: str, instances: int, threads: Optional[int],
+                  plugin_lib: Optional[str], torch_model, say: Callable[[str], None]) -> list:
+    """One Runner per model instance; CPU instances share the cores instead of oversubscribing them."""
     if threads is None and backend in ("ort", "torch") and instances > 1:
-        threads = max(1, (os.cpu_count() or 1) // instances)  # instances share the cores, not oversubscribe
+        threads = max(1, (os.cpu_count() or 1) // instances)
     say(f"loading {info.path.name} on {backend} ({instances} instance(s))")
     original = torch_model(info, say) if backend == "torch" else None
-    runners = [_make_runner(info, backend, threads, plugin_lib, original) for _ in range(instances)]
-    # The server's own log goes to a file we own (TritonConfig.log_file), read back for error
-    # messages; --verbose leaves it on PyTriton's stdout instead.
-    log_dir = tempfile.TemporaryDirectory(prefix="vitdeploy-triton-")
-    log_path = None if verbose else Path(log_dir.name) / "tritonserver.log"
+    return [_make_runner(info, backend, threads, plugin_lib, original) for _ in range(instances)]
 
-    stop = stop_event or threading.Event()
+
+def _stop_on_signals(stop: threading.Event) -> Dict[int, object]:
+    """SIGINT/SIGTERM set `stop` (main thread only); returns the handlers to put back."""
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    return previous
 
-    before = {p.pid for p in _server_children()}
+
+def _triton_config(info: ArtifactInfo, host: str, ports: Dict[str, int], verbose: bool, log_path: Optional[Path]):
+    from pytriton.triton import TritonConfig
+
     # server id = "vitdeploy:<model>": the server metadata (unrestricted, unlike PyTriton's token-protected
     # repository index) then tells a client which model to call
-    cfg = TritonConfig(id=f"{SERVER_ID_PREFIX}{info.name}", http_address=host, http_port=http_port,
-                       grpc_address=host, grpc_port=grpc_port,
-                       metrics_address=host, metrics_port=metrics_port, exit_timeout_secs=10,
-                       log_verbose=1 if verbose else 0, log_file=log_path)
+    return TritonConfig(id=f"{SERVER_ID_PREFIX}{info.name}", http_address=host, http_port=ports["http"],
+                        grpc_address=host, grpc_port=ports["grpc"],
+                        metrics_address=host, metrics_port=ports["metrics"], exit_timeout_secs=10,
+                        log_verbose=1 if verbose else 0, log_file=log_path)
+
+
+def _bound_triton(cfg, info: ArtifactInfo, runners: list, max_batch: int, preferred: Optional[List[int]],
+                  max_queue_delay_us: int):
+    """A Triton (not started) with our model bound: one infer callable per runner. `preferred` None:
+    no dynamic batching."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton
+
     batcher = DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us,
-                             preferred_batch_size=preferred) if dynamic_batching else None
-    triton = owner = None
-    server_info = None
-    try:
-        for attempt in range(1, STARTUP_ATTEMPTS + 1):
-            triton = Triton(config=cfg)
-            triton.bind(
-                model_name=info.name,
-                infer_func=[_infer_fn(r, info) for r in runners],
-                inputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.dims)) for t in info.inputs],
-                outputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.dims)) for t in info.outputs],
-                config=ModelConfig(batching=True, max_batch_size=max_batch, batcher=batcher),
-                strict=True,
-            )
-            say(f"starting Triton Inference Server on {host} (http {http_port}, grpc {grpc_port}, "
-                f"metrics {metrics_port})")
-            owner = _ServerOwner(triton, log_path, before)
-            try:
-                owner.start(startup_timeout_s, stop)
-                break
-            except CheckFailed as e:
-                # PyTriton's model stub gives its handshake with our process a fixed 1 s
-                # (pytriton.proxy.communication.get_config_from_handshake_server); several instances
-                # starting on a busy machine can miss it. That is transient: start again.
-                if attempt == STARTUP_ATTEMPTS or "handshake" not in str(e):
-                    raise
-                say(f"model instance handshake timed out (PyTriton allows 1 s); restarting the server "
-                    f"(attempt {attempt + 1} of {STARTUP_ATTEMPTS})")
-                triton.stop()
-                owner.close()
-                _reap(_server_children(before))
-                triton = owner = None
-        server_info = ServerInfo(
-            model_name=info.name, http_url=f"{_fmt_host(host)}:{http_port}", grpc_url=f"{_fmt_host(host)}:{grpc_port}",
-            metrics_url=f"http://{_fmt_host(host)}:{metrics_port}/metrics", backend=backend, max_batch=max_batch,
-            instances=instances, dynamic_batching=dynamic_batching,
-            inputs=[{"name": t.name, "shape": t.shape, "dtype": t.dtype} for t in info.inputs],
-            outputs=[{"name": t.name, "shape": t.shape, "dtype": t.dtype} for t in info.outputs],
-            server_pids=[p.pid for p in _server_children(before)])
-        if ready_callback is not None and not stop.is_set():
-            ready_callback(server_info)
-        while not stop.wait(0.5):
-            if not triton.is_alive():
-                raise CheckFailed("Triton Inference Server exited unexpectedly; last log lines:\n"
-                                  + _log_tail(log_path))
-    finally:
-        if triton is not None:
-            say("stopping Triton")
-            triton.stop()
-        if owner is not None:
-            owner.close()
-        leftovers = _server_children(before)
-        killed = _reap(leftovers)
-        if killed:
-            LOG.warning("killed %d server process(es) that did not exit on their own: %s", len(killed), killed)
-        for r in runners:
-            r.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        log_dir.cleanup()
-    return server_info
+                             preferred_batch_size=preferred) if preferred is not None else None
+    triton = Triton(config=cfg)
+    triton.bind(
+        model_name=info.name,
+        infer_func=[_infer_fn(r, info) for r in runners],
+        inputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.dims)) for t in info.inputs],
+        outputs=[Tensor(name=t.name, dtype=np.dtype(t.dtype), shape=tuple(t.dims)) for t in info.outputs],
+        config=ModelConfig(batching=True, max_batch_size=max_batch, batcher=batcher),
+        strict=True,
+    )
+    return triton
+
+
+@dataclass
+class _Running:
+    """What serve() started, for the steps after it: the Triton and its owner thread (None until
+    started), the server log, and the pids that existed before (not ours to reap)."""
+    log_path: Optional[Path]
+    known_pids: Set[int]
+    triton: object = None
+    owner: Optional["_ServerOwner"] = None
+
+
+def _start_triton(running: _Running, make_triton: Callable[[], object], where: str, timeout_s: float,
+                  stop: threading.Event, say: Callable[[str], None]) -> None:
+    """Start the server, again after a missed PyTriton handshake (at most STARTUP_ATTEMPTS times)."""
+    for attempt in range(1, STARTUP_ATTEMPTS + 1):
+        running.triton = make_triton()
+        say(f"starting Triton Inference Server on {where}")
+        running.owner = _ServerOwner(running.triton, running.log_path, running.known_pids)
+        try:
+            running.owner.start(timeout_s, stop)
+            return
+        except CheckFailed as e:
+            # PyTriton's model stub gives its handshake with our process a fixed 1 s
+            # (pytriton.proxy.communication.get_config_from_handshake_server); several instances
+            # starting on a busy machine can miss it. That is transient: start again.
+            if attempt == STARTUP_ATTEMPTS or "handshake" not in str(e):
+                raise
+            say(f"model instance handshake timed out (PyTriton allows 1 s); restarting the server "
+                f"(attempt {attempt + 1} of {STARTUP_ATTEMPTS})")
+            running.triton.stop()
+            running.owner.close()
+            _reap(_server_children(running.known_pids))
+            running.triton = running.owner = None
+
+
+def _wait_until_stopped(running: _Running, stop: threading.Event) -> None:
+    """Block until `stop` is set; CheckFailed with the log's last lines if the server dies first."""
+    while not stop.wait(0.5):
+        if not running.triton.is_alive():
+            raise CheckFailed("Triton Inference Server exited unexpectedly; last log lines:\n"
+                              + _log_tail(running.log_path))
+
+
+def _shutdown(running: _Running, say: Callable[[str], None]) -> None:
+    """Stop Triton and its owner thread, then reap (and kill, saying so) any server process left."""
+    if running.triton is not None:
+        say("stopping Triton")
+        running.triton.stop()
+    if running.owner is not None:
+        running.owner.close()
+    killed = _reap(_server_children(running.known_pids))
+    if killed:
+        LOG.warning("killed %d server process(es) that did not exit on their own: %s", len(killed), killed)
 
 
 def _fmt_host(host: str) -> str:

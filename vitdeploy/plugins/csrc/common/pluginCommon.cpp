@@ -154,6 +154,46 @@ char const* WindowPluginBase::getPluginNamespace() const noexcept
     return kPLUGIN_NAMESPACE;
 }
 
+bool WindowPluginBase::supportsFormatCombination(
+    int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (inOut == nullptr || nbInputs != expectedInputs() || nbOutputs != 1 || pos < 0 || pos > nbInputs)
+    {
+        return false;
+    }
+    nvinfer1::PluginTensorDesc const& desc = inOut[pos].desc;
+    if (desc.format != nvinfer1::TensorFormat::kLINEAR)
+    {
+        return false;
+    }
+    switch (pos)
+    {
+    case kDATA: return isSupportedDataType(desc.type);
+    case kINDEX: return isSupportedIndexType(desc.type);
+    default: return desc.type == inOut[kDATA].desc.type; // src (scatter) and the output
+    }
+}
+
+bool WindowPluginBase::decodeEnqueue(nvinfer1::PluginTensorDesc const* inputDesc,
+    nvinfer1::PluginTensorDesc const* outputDesc, void const* const* inputs, void* const* outputs,
+    EnqueueArgs& args) const noexcept
+{
+    if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
+    {
+        return false;
+    }
+    nvinfer1::Dims const& data = inputDesc[kDATA].dims;
+    nvinfer1::Dims const& idx = inputDesc[kINDEX].dims;
+    if (!toWindowDataType(inputDesc[kDATA].type, args.dataType)
+        || !toWindowIndexType(inputDesc[kINDEX].type, args.indexType) || data.nbDims < 2 || idx.nbDims != 2)
+    {
+        logError(std::string(mName) + ": unsupported tensor types or ranks at enqueue");
+        return false;
+    }
+    args.shape = WindowShape{data.d[0], data.d[1], idx.d[1], volumeFrom(data, 2)};
+    return true;
+}
+
 int32_t WindowPluginBase::getNbOutputs() const noexcept
 {
     return 1;

@@ -1,7 +1,8 @@
 /*
  * Pieces shared by the vitdeploy TensorRT plugins: names, logging through the logger TensorRT hands us,
  * type mapping to the kernel enums, and a base class holding the IPluginV3 boilerplate that does not
- * depend on the op (capabilities, name/namespace/version, empty field serialization, context attach).
+ * depend on the op (capabilities, name/namespace/version, empty field serialization, context attach) and
+ * the tensor types both ops accept (supportsFormatCombination and the enqueue preamble that decodes them).
  */
 #ifndef VITDEPLOY_PLUGIN_COMMON_H
 #define VITDEPLOY_PLUGIN_COMMON_H
@@ -48,8 +49,16 @@ bool isSupportedIndexType(nvinfer1::DataType type) noexcept;
 //! Product of dims[first..nbDims); -1 when a dimension is unknown or negative.
 int64_t volumeFrom(nvinfer1::Dims const& dims, int32_t first) noexcept;
 
-//! Op-independent half of an IPluginV3One plugin. The derived class supplies the build-time shape/type
-//! logic, enqueue and clone.
+//! What enqueue hands the kernel launchers, decoded from the tensor descriptors (WindowPluginBase::decodeEnqueue).
+struct EnqueueArgs
+{
+    WindowShape shape{};
+    WindowDataType dataType{};
+    WindowIndexType indexType{};
+};
+
+//! Op-independent half of an IPluginV3One plugin, the accepted tensor types included. The derived class
+//! supplies the shape logic, enqueue (decodeEnqueue, then its kernel) and clone.
 class WindowPluginBase : public nvinfer1::IPluginV3,
                          public nvinfer1::IPluginV3OneCore,
                          public nvinfer1::IPluginV3OneBuild,
@@ -72,6 +81,10 @@ public:
     char const* getPluginNamespace() const noexcept override;
 
     // IPluginV3OneBuild (the parts that do not depend on the op)
+    //! The types both ops accept, in one place: input 0 (x / base) float32, float16 or bfloat16; input 1 (idx)
+    //! int32 or int64; every other input and the output the type of input 0; all linear.
+    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
+        int32_t nbOutputs) noexcept override;
     int32_t getNbOutputs() const noexcept override;
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
         nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
@@ -83,8 +96,18 @@ public:
     nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
 protected:
+    //! Input positions both ops share: the data [B, nW, ...] (x or base) and the window indices [B, K].
+    static constexpr int32_t kDATA{0};
+    static constexpr int32_t kINDEX{1};
+
     //! Number of inputs the op takes; every entry point checks it before indexing.
     virtual int32_t expectedInputs() const noexcept = 0;
+
+    //! The enqueue preamble both ops share: null checks, the data and index types decoded (the ones
+    //! supportsFormatCombination accepts), the ranks checked and the window shape {B, nW, K, row elements}
+    //! read from input 0 and idx. false (logged, except for null arguments) when enqueue must fail.
+    bool decodeEnqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
+        void const* const* inputs, void* const* outputs, EnqueueArgs& args) const noexcept;
 
 private:
     char const* mName;

@@ -45,6 +45,14 @@ int64_t rowElems(at::Tensor const& t)
     return n;
 }
 
+//! The scatters' src: [B, K, ...] with base's type and row size.
+void checkSrc(at::Tensor const& base, at::Tensor const& idx, at::Tensor const& src)
+{
+    TORCH_CHECK(src.is_contiguous() && src.scalar_type() == base.scalar_type() && src.size(1) == idx.size(1)
+            && rowElems(src) == rowElems(base),
+        "window ops: src must be [B, K, ...] like base");
+}
+
 cudaStream_t toStream(int64_t stream)
 {
     return reinterpret_cast<cudaStream_t>(static_cast<intptr_t>(stream));
@@ -72,9 +80,7 @@ at::Tensor gather(at::Tensor const& x, at::Tensor const& idx, int64_t stream)
 at::Tensor scatter(at::Tensor const& base, at::Tensor const& idx, at::Tensor const& src, int64_t stream)
 {
     checkCommon(base, idx);
-    TORCH_CHECK(src.is_contiguous() && src.scalar_type() == base.scalar_type() && src.size(1) == idx.size(1)
-            && rowElems(src) == rowElems(base),
-        "window ops: src must be [B, K, ...] like base");
+    checkSrc(base, idx, src);
     at::Tensor out = at::empty_like(base);
     vitdeploy::WindowShape const s{base.size(0), base.size(1), idx.size(1), rowElems(base)};
     checkCuda(vitdeploy::windowScatter(out.data_ptr(), base.data_ptr(), idx.data_ptr(), src.data_ptr(), s,
@@ -85,9 +91,7 @@ at::Tensor scatter(at::Tensor const& base, at::Tensor const& idx, at::Tensor con
 at::Tensor scatter_(at::Tensor base, at::Tensor const& idx, at::Tensor const& src, int64_t stream)
 {
     checkCommon(base, idx);
-    TORCH_CHECK(src.is_contiguous() && src.scalar_type() == base.scalar_type() && src.size(1) == idx.size(1)
-            && rowElems(src) == rowElems(base),
-        "window ops: src must be [B, K, ...] like base");
+    checkSrc(base, idx, src);
     vitdeploy::WindowShape const s{base.size(0), base.size(1), idx.size(1), rowElems(base)};
     checkCuda(vitdeploy::windowScatterInPlace(base.data_ptr(), idx.data_ptr(), src.data_ptr(), s, dataType(base),
         indexType(idx), toStream(stream)));
@@ -98,9 +102,7 @@ at::Tensor scatter_(at::Tensor base, at::Tensor const& idx, at::Tensor const& sr
 at::Tensor scatter_map(at::Tensor const& base, at::Tensor const& idx, at::Tensor const& src, int64_t stream)
 {
     checkCommon(base, idx);
-    TORCH_CHECK(src.is_contiguous() && src.scalar_type() == base.scalar_type() && src.size(1) == idx.size(1)
-            && rowElems(src) == rowElems(base),
-        "window ops: src must be [B, K, ...] like base");
+    checkSrc(base, idx, src);
     at::Tensor out = at::empty_like(base);
     vitdeploy::WindowShape const s{base.size(0), base.size(1), idx.size(1), rowElems(base)};
     size_t const wsBytes = vitdeploy::windowScatterWorkspaceSize(s.batch, s.numWindows);
@@ -113,9 +115,7 @@ at::Tensor scatter_map(at::Tensor const& base, at::Tensor const& idx, at::Tensor
 at::Tensor scatter_map_(at::Tensor base, at::Tensor const& idx, at::Tensor const& src, int64_t stream)
 {
     checkCommon(base, idx);
-    TORCH_CHECK(src.is_contiguous() && src.scalar_type() == base.scalar_type() && src.size(1) == idx.size(1)
-            && rowElems(src) == rowElems(base),
-        "window ops: src must be [B, K, ...] like base");
+    checkSrc(base, idx, src);
     vitdeploy::WindowShape const s{base.size(0), base.size(1), idx.size(1), rowElems(base)};
     size_t const wsBytes = vitdeploy::windowScatterWorkspaceSize(s.batch, s.numWindows);
     at::Tensor ws = at::empty({static_cast<int64_t>(wsBytes)}, base.options().dtype(at::kByte));

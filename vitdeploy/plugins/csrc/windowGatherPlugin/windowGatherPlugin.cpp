@@ -48,26 +48,6 @@ int32_t WindowGatherPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbI
     return 0;
 }
 
-bool WindowGatherPlugin::supportsFormatCombination(
-    int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
-{
-    if (inOut == nullptr || nbInputs != 2 || nbOutputs != 1 || pos < 0 || pos > kOUT)
-    {
-        return false;
-    }
-    PluginTensorDesc const& desc = inOut[pos].desc;
-    if (desc.format != TensorFormat::kLINEAR)
-    {
-        return false;
-    }
-    switch (pos)
-    {
-    case kX: return isSupportedDataType(desc.type);
-    case kIDX: return isSupportedIndexType(desc.type);
-    default: return desc.type == inOut[kX].desc.type;
-    }
-}
-
 int32_t WindowGatherPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
@@ -108,22 +88,13 @@ int32_t WindowGatherPlugin::onShapeChange(
 int32_t WindowGatherPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
     void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
 {
-    if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
+    EnqueueArgs a;
+    if (!decodeEnqueue(inputDesc, outputDesc, inputs, outputs, a))
     {
         return -1;
     }
-    Dims const& x = inputDesc[kX].dims;
-    Dims const& idx = inputDesc[kIDX].dims;
-    WindowDataType dataType{};
-    WindowIndexType indexType{};
-    if (!toWindowDataType(inputDesc[kX].type, dataType) || !toWindowIndexType(inputDesc[kIDX].type, indexType)
-        || x.nbDims < 2 || idx.nbDims != 2)
-    {
-        logError("WindowGather: unsupported tensor types or ranks at enqueue");
-        return -1;
-    }
-    WindowShape const shape{x.d[0], x.d[1], idx.d[1], volumeFrom(x, 2)};
-    cudaError_t const status = windowGather(outputs[0], inputs[kX], inputs[kIDX], shape, dataType, indexType, stream);
+    cudaError_t const status
+        = windowGather(outputs[0], inputs[kX], inputs[kIDX], a.shape, a.dataType, a.indexType, stream);
     if (status != cudaSuccess)
     {
         logError(std::string("WindowGather: kernel launch failed: ") + cudaGetErrorString(status));

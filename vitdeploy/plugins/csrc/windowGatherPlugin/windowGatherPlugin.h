@@ -28,8 +28,6 @@ public:
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
         int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
         nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override;
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
 
@@ -43,9 +41,8 @@ protected:
     int32_t expectedInputs() const noexcept override;
 
 private:
-    static constexpr int32_t kX{0};
-    static constexpr int32_t kIDX{1};
-    static constexpr int32_t kOUT{2}; // position in the inOut arrays
+    static constexpr int32_t kX{kDATA};
+    static constexpr int32_t kIDX{kINDEX};
 };
 
 class WindowGatherPluginCreator : public WindowPluginCreatorBase

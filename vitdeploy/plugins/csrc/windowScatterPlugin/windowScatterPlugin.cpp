@@ -84,26 +84,6 @@ int32_t WindowScatterPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nb
     return 0;
 }
 
-bool WindowScatterPlugin::supportsFormatCombination(
-    int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
-{
-    if (inOut == nullptr || nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos > kOUT)
-    {
-        return false;
-    }
-    PluginTensorDesc const& desc = inOut[pos].desc;
-    if (desc.format != TensorFormat::kLINEAR)
-    {
-        return false;
-    }
-    switch (pos)
-    {
-    case kBASE: return isSupportedDataType(desc.type);
-    case kIDX: return isSupportedIndexType(desc.type);
-    default: return desc.type == inOut[kBASE].desc.type; // src and output
-    }
-}
-
 int32_t WindowScatterPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
@@ -169,26 +149,16 @@ size_t WindowScatterPlugin::usableWorkspace(void const* workspace, WindowShape c
 int32_t WindowScatterPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
     void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
-    if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr)
+    EnqueueArgs a;
+    if (!decodeEnqueue(inputDesc, outputDesc, inputs, outputs, a))
     {
         return -1;
     }
-    Dims const& base = inputDesc[kBASE].dims;
-    Dims const& idx = inputDesc[kIDX].dims;
-    WindowDataType dataType{};
-    WindowIndexType indexType{};
-    if (!toWindowDataType(inputDesc[kBASE].type, dataType) || !toWindowIndexType(inputDesc[kIDX].type, indexType)
-        || base.nbDims < 2 || idx.nbDims != 2)
-    {
-        logError("WindowScatter: unsupported tensor types or ranks at enqueue");
-        return -1;
-    }
-    WindowShape const shape{base.d[0], base.d[1], idx.d[1], volumeFrom(base, 2)};
     // TensorRT gives the output its own buffer (no aliasing is requested), so this is the fused one-pass
     // scatter through the winner map in the workspace; windowScatter falls back to the workspace-free kernels
     // when usableWorkspace says 0, and to the in-place variant if the pointers ever coincide.
-    cudaError_t const status = windowScatter(outputs[0], inputs[kBASE], inputs[kIDX], inputs[kSRC], shape, dataType,
-        indexType, workspace, usableWorkspace(workspace, shape), stream);
+    cudaError_t const status = windowScatter(outputs[0], inputs[kBASE], inputs[kIDX], inputs[kSRC], a.shape,
+        a.dataType, a.indexType, workspace, usableWorkspace(workspace, a.shape), stream);
     if (status != cudaSuccess)
     {
         logError(std::string("WindowScatter: kernel launch failed: ") + cudaGetErrorString(status));

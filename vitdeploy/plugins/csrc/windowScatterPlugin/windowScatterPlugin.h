@@ -30,8 +30,6 @@ public:
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
         int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
         nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override;
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
     size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
@@ -55,10 +53,9 @@ private:
     //! What getWorkspaceSize last answered on this object (or the one it was cloned from).
     mutable size_t mWorkspaceBytes{kUNKNOWN_WORKSPACE};
 
-    static constexpr int32_t kBASE{0};
-    static constexpr int32_t kIDX{1};
+    static constexpr int32_t kBASE{kDATA};
+    static constexpr int32_t kIDX{kINDEX};
     static constexpr int32_t kSRC{2};
-    static constexpr int32_t kOUT{3}; // position in the inOut arrays
 };
 
 class WindowScatterPluginCreator : public WindowPluginCreatorBase
