@@ -1,6 +1,6 @@
 """The layer rule of DESIGN §1, checked on the source: models -> export -> plugins -> engines ->
-serving (artifact.py beside engines), jobs/checks/search and then cli on top; no import runs upward, no import circle, and the
-package imports with none of its optional backends (and without torch) installed.
+serving (artifact.py beside engines), jobs/checks/search and then cli on top; no import runs
+upward, no import circle, and the package imports with none of its optional backends (and without torch) installed.
 
 Every `import` / `from ... import` of a vitdeploy module counts, function-local ones included: a
 lazy import still makes the lower room depend on the higher one. `validate --reference` without
