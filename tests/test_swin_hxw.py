@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from test_swin_model import _export, ref_forward, tiny
+
 from vitdeploy.errors import UserError
 from vitdeploy.models.size import ImageSize
 from vitdeploy.models.sparsity import SparsityConfig, stage_geometry

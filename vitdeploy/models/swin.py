@@ -390,6 +390,7 @@ class SwinTransformer(nn.Module):
         ratios = sparsity.ratios if sparsity is not None else [[0.0] * d for d in depths]
         dims = [embed_dim * 2 ** i for i in range(len(depths))]
         self.dims = dims
+        self.feature_strides = tuple(PATCH * 2 ** i for i in range(len(depths)))
         self.patch_embed = PatchEmbed(embed_dim)
         layers = []
         for i, (d, h) in enumerate(zip(depths, num_heads)):
