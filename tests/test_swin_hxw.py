@@ -130,3 +130,18 @@ def test_swin_legality_names_nearest_sizes():
         tiny(ImageSize(800, 1340))
     with pytest.raises(UserError, match=r"pruned .*SparseViT's pad -> roll -> LN1"):
         tiny(ImageSize(800, 1344), MIXED, depths=DEPTHS, norm_order="timm")
+
+
+@pytest.mark.parametrize("order,ratios", [("timm", DENSE), ("sparsevit", DENSE), (None, MIXED)],
+                         ids=["dense-timm", "dense-sparsevit", "mixed-pruned"])
+def test_pad_ln_order_small_rect(order, ratios):
+    """320x448 (maps 80x112 ... 10x14, all padded): cheap guard of both orders and of a pruned model
+    whose dense blocks sit in padded stages (they must use SparseViT's order too)."""
+    m = _model(320, 448, ratios, order)
+    assert m.norm_order == (order or "sparsevit")
+    x = torch.randn(1, 3, 320, 448)
+    with torch.no_grad():
+        ys = m(x)
+    assert max(rel_err(r, y) for y, r in zip(ys, ref_forward(m, x, ratios))) <= 1e-4
+    other = "timm" if m.norm_order == "sparsevit" else "sparsevit"
+    assert max(rel_err(r, y) for y, r in zip(ys, ref_forward(m, x, ratios, order=other))) > 1e-3

@@ -124,11 +124,11 @@ def _ref_stage(t, layer, ratios, record=None, order="sparsevit"):
                 win = xp[b, rs, cs].reshape(wh * ww, C)
                 nwin = None if np_ is None else np_[b, rs, cs].reshape(wh * ww, C)
                 mask = None
-                if sh or sw:
-                    def region(p, n, ws_, s_):
-                        return 0 if not s_ else (0 if p < n - ws_ else (1 if p < n - s_ else 2))
-                    lab = torch.tensor([region(a * wh + n // ww, Hp, wh, sh) * 3 + region(c * ww + n % ww, Wp, ww, sw)
-                                        for n in range(wh * ww)])
+                if sh or sw:  # Swin's 3x3 regions of the padded map, per axis (one region if not shifted)
+                    n = torch.arange(wh * ww)
+                    r, q = a * wh + n // ww, c * ww + n % ww
+                    lab = ((r >= Hp - wh).long() + (r >= Hp - sh).long()) * (sh > 0) * 3 \
+                        + ((q >= Wp - ww).long() + (q >= Wp - sw).long()) * (sw > 0)
                     mask = torch.where(lab[:, None] == lab[None, :], 0.0, -100.0)
                 out[b, rs, cs] = _ref_block_window(win, blk, None, mask, bias, nwin).reshape(wh, ww, C)
         t = torch.roll(out, (sh, sw), (1, 2))[:, :H, :W]
