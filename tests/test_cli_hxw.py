@@ -40,3 +40,9 @@ def test_hxw_export_info_validate(tmp_path):
     assert prov["img_size"] == "256x320" and prov["resize"] == "keep-ratio"
     v = run("validate", out)
     assert v.returncode == 0, v.stderr[-2000:]
+    repo = tmp_path / "repo"
+    t = run("triton-repo", out, "-o", repo, "--max-batch", "4")
+    assert t.returncode == 0, t.stderr[-2000:]
+    cfg = next(repo.rglob("config.pbtxt")).read_text()
+    assert 'key: "vitdeploy.img_size"' in cfg and 'string_value: "256x320"' in cfg
+    assert 'string_value: "keep-ratio"' in cfg and "dims: 256" in cfg and "dims: 320" in cfg

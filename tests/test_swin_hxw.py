@@ -21,15 +21,21 @@ MIXED = [[0.3, 0.3], [0, 0], [0, 0, 0.4, 0.4], [0, 0]]
 UNIFORM = [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5, 0.5, 0.5], [0.5, 0.5]]
 DENSE = [[0, 0], [0, 0], [0, 0, 0, 0], [0, 0]]
 
+SLOW = pytest.mark.slow  # the literal reference loops over ~1400 windows per block at these sizes
 CASES = [  # (H, W, ratios, norm order); padding per stage noted
-    (448, 672, MIXED, None),           # maps 112x168 .. 14x21: no stage pads
-    (800, 1344, MIXED, None),          # 200x336, 100x168, 50x84, 25x42: every stage pads
-    (800, 1344, UNIFORM, None),
-    (384, 1280, UNIFORM, None),        # 96x320, 48x160, 24x80, 12x40: every stage pads
-    (1344, 800, MIXED, None),          # portrait
-    (800, 1344, DENSE, "timm"),        # dense, timm/mmdet order: LN1 before padding
-    (384, 1280, DENSE, "sparsevit"),   # dense, SparseViT order
+    (448, 672, MIXED, None),                             # maps 112x168 .. 14x21: no stage pads
+    pytest.param(800, 1344, MIXED, None, marks=SLOW),    # 200x336, 100x168, 50x84, 25x42: all pad
+    pytest.param(800, 1344, UNIFORM, None, marks=SLOW),
+    pytest.param(384, 1280, UNIFORM, None, marks=SLOW),  # 96x320, 48x160, 24x80, 12x40: all pad
+    pytest.param(1344, 800, MIXED, None, marks=SLOW),    # portrait
+    pytest.param(800, 1344, DENSE, "timm", marks=SLOW),  # dense, timm/mmdet order: LN1 before padding
+    (384, 1280, DENSE, "sparsevit"),                     # dense, SparseViT order
 ]
+
+
+def _case_id(c):
+    h, w, r, o = c.values if hasattr(c, "values") else c
+    return f"{h}x{w}-{'mixed' if r is MIXED else 'uniform' if r is UNIFORM else 'dense'}-{o or 'default'}"
 
 
 def _model(h, w, ratios, order, task="backbone"):
@@ -37,9 +43,7 @@ def _model(h, w, ratios, order, task="backbone"):
     return tiny(ImageSize(h, w), cfg, task=task, depths=DEPTHS, seed=h + w, norm_order=order)
 
 
-@pytest.mark.parametrize("h,w,ratios,order", CASES,
-                         ids=[f"{h}x{w}-{'mixed' if r is MIXED else 'uniform' if r is UNIFORM else 'dense'}"
-                              f"-{o or 'default'}" for h, w, r, o in CASES])
+@pytest.mark.parametrize("h,w,ratios,order", CASES, ids=[_case_id(c) for c in CASES])
 def test_hxw_matches_slow_reference(h, w, ratios, order):
     m = _model(h, w, ratios, order)
     x = torch.randn(1, 3, h, w)
