@@ -102,9 +102,14 @@ def reference_from_metadata(meta: Dict[str, str], checkpoint=None, warn: Optiona
         from vitdeploy.models.sparsity import SparsityConfig
 
         sparsity = SparsityConfig(ratios=sparsity["ratios"], source=f"{where} metadata")
+    from vitdeploy.models.registry import SPECS
+
+    norm_order = meta.get("norm_order")
+    if norm_order is None and getattr(SPECS.get(meta["model"]), "family", None) == "swin":
+        norm_order = "sparsevit"  # exported before norm_order was recorded: the only order there was
     return build_reference(meta["model"], checkpoint=checkpoint, img_size=meta_size(meta, where),
                            task=meta.get("task", "classify"), sparsity=sparsity,
-                           num_classes=int(meta.get("num_classes", 1000)), norm_order=meta.get("norm_order"))
+                           num_classes=int(meta.get("num_classes", 1000)), norm_order=norm_order)
 
 
 def torch_runner_for(model, task: str, img_size, threads: Optional[int] = None, name: str = "torch"):
