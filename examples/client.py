@@ -13,6 +13,7 @@ is read from the server; images go through the same preprocessing as `vitdeploy 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -65,7 +66,10 @@ def _model_io(client, protocol: str, model: str):
         dims = dims[1:]
     if len(dims) != 3 or dims[0] != 3:
         sys.exit(f"error: {model} takes {inp['name']} with dims {inp['dims']}; this client expects images [3,H,W]")
-    return inp["name"], out["name"], dims[1], max_batch, inp.get("data_type", "TYPE_FP32")
+    # preprocessing recorded by `vitdeploy triton-repo` (the export's metadata); H x W from the dims otherwise
+    pre = {k[len("vitdeploy."):]: v.get("string_value") for k, v in cfg.get("parameters", {}).items()
+           if k.startswith("vitdeploy.")}
+    return inp["name"], out["name"], (dims[1], dims[2]), max_batch, inp.get("data_type", "TYPE_FP32"), pre
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -82,8 +86,10 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="model name (default: the one the server serves)")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--labels", default=None, help="text file with one class name per line (optional)")
-    p.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN)
-    p.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD)
+    p.add_argument("--mean", type=float, nargs=3, default=None, help="default: the model config's, else ImageNet")
+    p.add_argument("--std", type=float, nargs=3, default=None, help="default: the model config's, else ImageNet")
+    p.add_argument("--resize", choices=("crop", "keep-ratio", "stretch"), default=None,
+                   help="default: the mode the export recorded (config parameter vitdeploy.resize), else crop")
     a = p.parse_args(argv)
     url = a.url or ("127.0.0.1:8000" if a.protocol == "http" else "127.0.0.1:8001")
 
@@ -91,16 +97,26 @@ def main(argv=None) -> int:
 
     from vitdeploy.errors import UserError
     from vitdeploy.models.preprocess import list_images, preprocess_images
+    from vitdeploy.models.size import ImageSize
 
     tc, client = _client(a.protocol, url)
     try:
         if not client.is_server_ready():
             sys.exit(f"error: server at {url} is not ready")
         model = _pick_model(tc, client, a.protocol, a.model)
-        in_name, out_name, img_size, max_batch, dtype = _model_io(client, a.protocol, model)
+        in_name, out_name, hw, max_batch, dtype, pre = _model_io(client, a.protocol, model)
+        img_size = ImageSize(*hw)
         try:
             paths = list_images(a.images[0]) if len(a.images) == 1 else [Path(x) for x in a.images]
-            x = preprocess_images(paths, img_size, a.mean, a.std)
+            # the export's own preprocessing (resize mode, crop, interpolation, mean/std) when the config has it
+            kw = {"resize": a.resize or pre.get("resize", "crop")}
+            if "crop_pct" in pre:
+                kw["crop_pct"] = float(pre["crop_pct"])
+            if "interpolation" in pre:
+                kw["interpolation"] = pre["interpolation"]
+            mean = json.loads(pre["mean"]) if a.mean is None and "mean" in pre else (a.mean or IMAGENET_MEAN)
+            std = json.loads(pre["std"]) if a.std is None and "std" in pre else (a.std or IMAGENET_STD)
+            x = preprocess_images(paths, img_size, mean, std, **kw)
         except UserError as e:
             sys.exit(f"error: {e}")
         labels = Path(a.labels).read_text().splitlines() if a.labels else None
@@ -119,7 +135,7 @@ def main(argv=None) -> int:
         client.close()
 
     probs = _softmax(np.concatenate(logits))
-    print(f"model {model} via {a.protocol}://{url}: {len(paths)} image(s) at {img_size}x{img_size}")
+    print(f"model {model} via {a.protocol}://{url}: {len(paths)} image(s) at {img_size.label()}")
     for path, pr in zip(paths, probs):
         top = np.argsort(-pr)[:a.top_k]
         cls = ", ".join(f"{labels[i] if labels and i < len(labels) else i}: {pr[i]:.3f}" for i in top)

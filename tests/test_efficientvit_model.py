@@ -67,7 +67,7 @@ def test_names_and_table():
 
 def test_stage_resolutions_and_forward_shapes():
     m = ev.build_efficientvit("efficientvit_m0").eval()
-    assert m.stage_resolutions == [14, 7, 4]
+    assert m.stage_resolutions == [(14, 14), (7, 7), (4, 4)]
     outs = m.forward_intermediates(torch.randn(1, 3, 224, 224))
     assert [tuple(o.shape) for o in outs] == [(1, 64, 14, 14), (1, 128, 7, 7), (1, 192, 4, 4)]
     # Stage-3 bias table is (heads, 4*4) at 224, stage 1 (heads, 7*7).
@@ -111,7 +111,7 @@ def test_attention_bias_idxs_not_in_state_dict():
 
 @pytest.mark.parametrize("bad", [200, 48, 0, 224.0, "224"])
 def test_invalid_img_size_is_user_error(bad):
-    with pytest.raises(UserError, match=r"efficientvit_m2.*multiples of 16"):
+    with pytest.raises(UserError, match=r"multiples? of 16|must be positive"):
         ev.build_efficientvit("efficientvit_m2", img_size=bad)
 
 
@@ -122,7 +122,7 @@ def test_unknown_variant_is_user_error():
 
 def test_other_img_size_runs_and_wrong_input_is_user_error():
     m = ev.build_efficientvit("efficientvit_m0", img_size=256, num_classes=10).eval()
-    assert m.stage_resolutions == [16, 8, 4]  # 16 -> windows with padding to 21
+    assert m.stage_resolutions == [(16, 16), (8, 8), (4, 4)]  # 16 -> windows with padding to 21
     with torch.no_grad():
         assert m(torch.randn(1, 3, 256, 256)).shape == (1, 10)
         with pytest.raises(UserError, match="256"):
@@ -205,7 +205,7 @@ def test_window_attention_matches_reference(name, img_size, stage):
     m = make(name, seed=5, img_size=img_size)
     lwa = m.stages[stage].blocks[0].mixer.m
     res = m.stage_resolutions[stage]
-    x = torch.randn(2, ev.VARIANTS[name].embed_dim[stage], res, res, generator=torch.Generator().manual_seed(9))
+    x = torch.randn(2, ev.VARIANTS[name].embed_dim[stage], *res, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         torch.testing.assert_close(lwa(x), reference_window_attention(lwa, x), rtol=1e-5, atol=1e-5)
 
@@ -316,8 +316,12 @@ def test_missing_num_batches_tracked_is_filled():
 def test_bias_tables_for_another_img_size_is_user_error():
     sd = ev.to_official_state_dict(ev.build_efficientvit("efficientvit_m0"))
     m = ev.build_efficientvit("efficientvit_m0", img_size=384)  # last stage 6x6: (4, 36) tables
-    with pytest.raises(UserError, match=r"img_size=384.*another input size"):
+    with pytest.raises(UserError, match=r"windows \(7, 7, 6\).*another input size"):
         ev.convert_checkpoint(sd, m)
+    # build() reads the windows from the file instead: the 224 tables run at 384 (issue 16).
+    m384 = ev.build("efficientvit_m0", num_classes=1000, img_size=384, state_dict=sd)
+    assert m384.windows == (7, 7, 4)
+    m384.load_state_dict(ev.convert_checkpoint(sd, m384), strict=True)
     # 256 has the same tables as 224 (stages 16->8->4 use windows 7, 7, 4): loads fine.
     m256 = ev.build_efficientvit("efficientvit_m0", img_size=256)
     m256.load_state_dict(ev.convert_checkpoint(sd, m256), strict=True)

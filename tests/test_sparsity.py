@@ -94,7 +94,7 @@ def test_keep_count_zero_at_resolution():
     with pytest.raises(UserError, match=r"stage 3 block 0 ratio 0\.1 keeps int\(1\*\(1-0\.1\)\)=0 of 1 windows"):
         validate_ratios(ratios, T).validate_for(224)
     validate_ratios(ratios, T).validate_for(672)  # 9 windows -> keeps 8
-    with pytest.raises(UserError, match=r"stage 3 block 0 .*=0 of 1 windows at img_size 224"):
+    with pytest.raises(UserError, match=r"stage 3 block 0 .*=0 of 1 windows .* at --img-size 224x224"):
         parse_sparsity(0.1, T, img_size=224)
 
 

@@ -21,12 +21,13 @@ from conftest import rel_err
 TINY = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 
 
-def tiny(img_size=224, ratios=None, task="classify", num_classes=10, depths=None, seed=0):
+def tiny(img_size=224, ratios=None, task="classify", num_classes=10, depths=None, seed=0, norm_order=None):
     """A small Swin (same code paths as Swin-T) with non-trivial random weights."""
     torch.manual_seed(seed)
     depths = depths or TINY["depths"]
     cfg = SparsityConfig(ratios) if ratios is not None else None
-    m = swin._build(TINY["embed_dim"], depths, TINY["num_heads"], "tiny", num_classes, img_size, task, cfg)
+    m = swin._build(TINY["embed_dim"], depths, TINY["num_heads"], "tiny", num_classes, img_size, task, cfg,
+                    norm_order)
     with torch.no_grad():
         for name, p in m.named_parameters():
             if p.ndim == 1:
@@ -39,14 +40,15 @@ def tiny(img_size=224, ratios=None, task="classify", num_classes=10, depths=None
 # ------------------------------------------------------------------ independent slow reference
 # models.md §2.3 step by step, token layout, Python loops over windows; shares only the weights.
 
-def _ref_bias(table, ws):
-    """(heads, N, N) from the 13x13 table, token i = (i // ws, i % ws) inside the window."""
-    N = ws * ws
+def _ref_bias(table, wh, ww=None):
+    """(heads, N, N) from the 13x13 table, token i = (i // ww, i % ww) inside a wh x ww window."""
+    ww = wh if ww is None else ww
+    N = wh * ww
     bias = torch.empty(table.shape[1], N, N)
     for i in range(N):
         for j in range(N):
-            dy = i // ws - j // ws
-            dx = i % ws - j % ws
+            dy = i // ww - j // ww
+            dx = i % ww - j % ww
             bias[:, i, j] = table[(dy + 6) * 13 + (dx + 6)]
     return bias
 
@@ -70,63 +72,71 @@ def _ln(x, m):
     return F.layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
 
 
-def _ref_block_window(x, blk, ws, mask, bias):
-    y = x + _ref_attn(_ln(x, blk.norm1), blk.attn, ws, mask, bias)
+def _ref_block_window(x, blk, ws, mask, bias, normed=None):
+    """normed: LN1 already applied (timm order: LN1 before padding, pad tokens 0); else LN1 here."""
+    y = x + _ref_attn(_ln(x, blk.norm1) if normed is None else normed, blk.attn, ws, mask, bias)
     h = F.linear(_ln(y, blk.norm2), blk.mlp.fc1.weight, blk.mlp.fc1.bias)
     return y + F.linear(F.gelu(h), blk.mlp.fc2.weight, blk.mlp.fc2.bias)
 
 
-def _ref_stage(t, layer, ratios, record=None):
+def _ref_stage(t, layer, ratios, record=None, order="sparsevit"):
+    """models.md §2.3 literally, per axis: window min(7, side) and shift 3 only along an axis longer
+    than 7; pad bottom/right; order "sparsevit" = pad -> roll -> LN1, "timm" = LN1 -> pad -> roll."""
     B, H, W, C = t.shape
-    ws = min(7, H)
-    shift = 3 if H > 7 else 0
-    nwh = math.ceil(H / ws)
-    Hp = nwh * ws
-    nW = nwh * nwh
+    wh, ww = min(7, H), min(7, W)
+    sh0, sw0 = (3 if H > 7 else 0), (3 if W > 7 else 0)
+    nwh, nww = math.ceil(H / wh), math.ceil(W / ww)
+    Hp, Wp = nwh * wh, nww * ww
+    nW = nwh * nww
     act, sets = None, {}
+
+    def pad_roll(v, sh, sw):
+        vp = torch.zeros((B, Hp, Wp) + tuple(v.shape[3:]))
+        vp[:, :H, :W] = v
+        return torch.roll(vp, (-sh, -sw), (1, 2))
+
     for j, blk in enumerate(layer.blocks):
-        s = shift if j % 2 else 0
-        xp = torch.zeros(B, Hp, Hp, C)
-        xp[:, :H, :W] = t
-        xp = torch.roll(xp, (-s, -s), (1, 2))
+        sh, sw = (sh0, sw0) if j % 2 else (0, 0)
+        xp = pad_roll(t, sh, sw)
+        np_ = pad_roll(_ln(t, blk.norm1), sh, sw) if order == "timm" else None
         r = ratios[j]
         if r > 0:
             if act is None:
                 act = t.abs().mean(-1)
             if j % 2 not in sets:
-                ap = torch.zeros(B, Hp, Hp)
-                ap[:, :H, :W] = act
-                ap = torch.roll(ap, (-s, -s), (1, 2))
+                ap = pad_roll(act, sh, sw)
                 score = torch.zeros(B, nW)
                 for w in range(nW):
-                    a, c = divmod(w, nwh)
-                    score[:, w] = ap[:, a * ws:(a + 1) * ws, c * ws:(c + 1) * ws].reshape(B, -1).pow(2).sum(1).sqrt()
+                    a, c = divmod(w, nww)
+                    score[:, w] = ap[:, a * wh:(a + 1) * wh, c * ww:(c + 1) * ww].reshape(B, -1).pow(2).sum(1).sqrt()
                 sets[j % 2] = torch.topk(score, int(nW * (1 - r)), dim=1).indices
             idx = sets[j % 2][:, :int(nW * (1 - r))]
         else:
             idx = torch.arange(nW).expand(B, nW)
         if record is not None:
             record.append(idx)
-        bias = _ref_bias(blk.attn.relative_position_bias_table, ws)
+        bias = _ref_bias(blk.attn.relative_position_bias_table, wh, ww)
         out = xp.clone()
         for b in range(B):
             for w in idx[b].tolist():
-                a, c = divmod(w, nwh)
-                win = xp[b, a * ws:(a + 1) * ws, c * ws:(c + 1) * ws].reshape(ws * ws, C)
+                a, c = divmod(w, nww)
+                rs, cs = slice(a * wh, (a + 1) * wh), slice(c * ww, (c + 1) * ww)
+                win = xp[b, rs, cs].reshape(wh * ww, C)
+                nwin = None if np_ is None else np_[b, rs, cs].reshape(wh * ww, C)
                 mask = None
-                if s:
-                    def region(p):
-                        return 0 if p < Hp - ws else (1 if p < Hp - s else 2)
-                    lab = torch.tensor([region(a * ws + n // ws) * 3 + region(c * ws + n % ws)
-                                        for n in range(ws * ws)])
+                if sh or sw:  # Swin's 3x3 regions of the padded map, per axis (one region if not shifted)
+                    n = torch.arange(wh * ww)
+                    r, q = a * wh + n // ww, c * ww + n % ww
+                    lab = ((r >= Hp - wh).long() + (r >= Hp - sh).long()) * (sh > 0) * 3 \
+                        + ((q >= Wp - ww).long() + (q >= Wp - sw).long()) * (sw > 0)
                     mask = torch.where(lab[:, None] == lab[None, :], 0.0, -100.0)
-                out[b, a * ws:(a + 1) * ws, c * ws:(c + 1) * ws] = \
-                    _ref_block_window(win, blk, ws, mask, bias).reshape(ws, ws, C)
-        t = torch.roll(out, (s, s), (1, 2))[:, :H, :W]
+                out[b, rs, cs] = _ref_block_window(win, blk, None, mask, bias, nwin).reshape(wh, ww, C)
+        t = torch.roll(out, (sh, sw), (1, 2))[:, :H, :W]
     return t
 
 
-def ref_forward(m, x, ratios, record=None):
+def ref_forward(m, x, ratios, record=None, order=None):
+    order = order or getattr(m, "norm_order", "sparsevit")
     with torch.no_grad():
         t = F.conv2d(x, m.patch_embed.proj.weight, m.patch_embed.proj.bias, stride=4).permute(0, 2, 3, 1)
         t = _ln(t, m.patch_embed.norm)
@@ -136,7 +146,7 @@ def ref_forward(m, x, ratios, record=None):
                 ds = layer.downsample  # original Swin order: (h0w0, h1w0, h0w1, h1w1)
                 t = torch.cat([t[:, 0::2, 0::2], t[:, 1::2, 0::2], t[:, 0::2, 1::2], t[:, 1::2, 1::2]], -1)
                 t = F.linear(_ln(t, ds.norm), ds.reduction.weight)
-            t = _ref_stage(t, layer, ratios[i], record)
+            t = _ref_stage(t, layer, ratios[i], record, order)
             feats.append(t)
         if m.task == "classify":
             return F.linear(_ln(t, m.norm).mean((1, 2)), m.head.fc.weight, m.head.fc.bias)
@@ -277,7 +287,7 @@ def test_build_errors(kw, match):
 def _export(model, portable):
     from vitdeploy.export.onnx import check_model, export_module, output_names_for
 
-    proto = export_module(model, torch.randn(2, 3, model.img_size, model.img_size),
+    proto = export_module(model, torch.randn(2, 3, *model.img_size),
                           output_names_for(model.task), dynamic_batch=True, portable=portable,
                           uses_window_ops=model.uses_window_ops)
     check_model(proto)

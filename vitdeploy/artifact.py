@@ -68,6 +68,19 @@ class Artifact:
         return self.path.stat().st_size
 
     @property
+    def size(self):
+        """The input H x W (``ImageSize``): the metadata's ``img_size``, else the input's last two dims."""
+        from vitdeploy.models.size import ImageSize
+
+        if "img_size" in self.metadata:
+            return ImageSize.parse(self.metadata["img_size"], f"{self.path} metadata img_size")
+        dims = self.inputs[0].shape[-2:] if self.inputs else []
+        if len(dims) == 2 and all(isinstance(d, int) and d > 0 for d in dims):
+            return ImageSize(int(dims[0]), int(dims[1]))
+        raise UserError(f"{self.path}: no img_size in its metadata and no static H x W input; "
+                        "export it with vitdeploy export")
+
+    @property
     def fixed_batch(self) -> Optional[int]:
         """Axis 0's size when the graph was exported with a static batch (--batch N)."""
         return self.inputs[0].static_batch if self.inputs else None

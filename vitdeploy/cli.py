@@ -55,6 +55,18 @@ def _batch_arg(v: str):
         raise argparse.ArgumentTypeError(f"{e} (or 'dynamic')")
 
 
+SIZE_HELP = "input size: N (square), H W or HxW, e.g. 800 1344 (legal sizes per family: `vitdeploy models`)"
+
+
+def _size(values):
+    """--img-size's 1-2 words -> ImageSize (UserError: exit 2, one line, before anything is written)."""
+    if values is None:
+        return None
+    from vitdeploy.models.size import ImageSize
+
+    return ImageSize.parse(values)
+
+
 def _existing_file(v: str) -> str:
     if not os.path.exists(v):
         raise argparse.ArgumentTypeError(f"not found: {v}")
@@ -85,11 +97,11 @@ def cmd_export(args, con: Console) -> int:
     from vitdeploy import jobs
 
     report = jobs.export(args.model, args.output, checkpoint=args.checkpoint, sparsity=args.sparsity,
-                         img_size=args.img_size, batch=args.batch, task=args.task, num_classes=args.num_classes,
+                         img_size=_size(args.img_size), batch=args.batch, task=args.task, num_classes=args.num_classes,
                          precision=args.precision, portable=args.portable, opset=args.opset,
                          images=args.images, validate=not args.no_validate, calib_images=args.calib_images,
                          calib_num=args.calib_num, calib_method=args.calib_method, target=args.target,
-                         progress=con.progress)
+                         resize=args.resize, norm_order=args.norm_order, progress=con.progress)
     t = report["timings"]
     print(f"wrote {report['onnx']} ({report['onnx_bytes'] / 2**20:.1f} MiB, "
           f"{sum(report['op_histogram'].values())} nodes, "
@@ -119,11 +131,11 @@ def cmd_bench(args, con: Console) -> int:
     from vitdeploy.engines.bench import format_table
 
     results = jobs.bench(args.targets, backends=args.backend, batch=args.batch, threads=args.threads,
-                         iters=args.iters, warmup=args.warmup, sparsity=args.sparsity, img_size=args.img_size,
+                         iters=args.iters, warmup=args.warmup, sparsity=args.sparsity, img_size=_size(args.img_size),
                          checkpoint=args.checkpoint, plugin_lib=args.plugin_lib, progress=con.progress)
     base = "torch" if any(r["backend"] == "torch" for r in results) else None
     r0 = results[0]
-    print(f"{r0['model']} {r0['img_size']}px {r0['precision']}"
+    print(f"{r0['model']} {r0['img_size']} {r0['precision']}"
           + (f" sparsity {json.dumps(r0['sparsity'])}" if r0["sparsity"] else "") + f" (scope: {r0['timing_scope']})")
     print(format_table(results, ratio_to=base))
     if args.json:
@@ -264,13 +276,13 @@ def cmd_triton_repo(args, con: Console) -> int:
 def cmd_search(args, con: Console) -> int:
     from vitdeploy.search.job import run_search
 
-    res = run_search(args.model, args.output, checkpoint=args.checkpoint, img_size=args.img_size, task=args.task,
+    res = run_search(args.model, args.output, checkpoint=args.checkpoint, img_size=_size(args.img_size), task=args.task,
                      budget=args.budget, budget_ms=args.budget_ms, macs_budget=args.macs_budget,
                      backend=args.backend, threads=args.threads, batch=args.batch, images=args.images,
                      labels=args.labels, num_images=args.num_images, seed=args.seed, time_limit=args.time_limit,
                      generations=args.generations, population=args.population, parents=args.parents,
                      mutation_prob=args.mutation_prob, resume=args.resume, top_k=args.top_k,
-                     ratio_choices=args.ratios, progress=con.progress)
+                     ratio_choices=args.ratios, resize=args.resize, progress=con.progress)
     s = res["search"]
     print(res.pop("_front_table"))
     print(f"chosen {res['ratios']}: {s['chosen_ms_measured']:.2f} ms measured ({s['chosen_ms_predicted']:.2f} "
@@ -286,7 +298,9 @@ def _add_search_parser(sub) -> None:
     s.add_argument("-o", "--output", required=True,
                    help="sparsity file OUT.json (also writes OUT.search.json and OUT.png)")
     s.add_argument("--checkpoint", type=_existing_file, help=".pth/.pt/.safetensors (timm, Microsoft or mmdet keys)")
-    s.add_argument("--img-size", type=_positive_int, help="input resolution (default 224; SparseViT uses 672)")
+    s.add_argument("--img-size", nargs="+", metavar="N", help=SIZE_HELP + " (default 224; SparseViT uses 672)")
+    s.add_argument("--resize", choices=("crop", "keep-ratio", "stretch"),
+                   help="--images preprocessing (default: the family's official test pipeline for --task)")
     s.add_argument("--task", choices=("classify", "backbone"), default="backbone")
     b = s.add_mutually_exclusive_group(required=True)
     b.add_argument("--budget", type=float, help="latency budget as a fraction of the dense model's, measured here")
@@ -338,7 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="output .onnx (a .report.json is written beside it)")
     s.add_argument("--checkpoint", type=_existing_file, help=".pth/.pt/.safetensors (official, timm or mmdet keys)")
     s.add_argument("--sparsity", help="SparseViT ratios: cfg1|cfg2|cfg3, a float, or a JSON file")
-    s.add_argument("--img-size", type=_positive_int, help="input resolution (default: the model's)")
+    s.add_argument("--img-size", nargs="+", metavar="N", help=SIZE_HELP + " (default: the model's)")
+    s.add_argument("--resize", choices=("crop", "keep-ratio", "stretch"),
+                   help="image preprocessing recorded for validate/serve/client: crop (classification), "
+                        "keep-ratio (mmdet Resize keep_ratio + zero pad), stretch (keep_ratio=False); default: "
+                        "crop for classify, stretch for a Swin backbone (SparseViT), keep-ratio for an "
+                        "EfficientViT backbone (RetinaNet)")
+    s.add_argument("--norm-order", choices=("sparsevit", "timm"),
+                   help="Swin, dense only: where LN1 runs on padded maps: sparsevit (pad -> roll -> LN1) or "
+                        "timm (LN1 -> pad, also mmdet); default: the checkpoint's family (pruned: always sparsevit)")
     s.add_argument("--batch", type=_batch_arg, default=None, help="static batch N, or 'dynamic' (default)")
     s.add_argument("--task", choices=("classify", "backbone"), default="classify")
     s.add_argument("--num-classes", type=_positive_int, default=None,
@@ -401,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--iters", type=_positive_int, default=50)
     s.add_argument("--warmup", type=int, default=10)
     s.add_argument("--sparsity")
-    s.add_argument("--img-size", type=_positive_int)
+    s.add_argument("--img-size", nargs="+", metavar="N", help=SIZE_HELP)
     s.add_argument("--checkpoint", type=_existing_file)
     s.add_argument("--plugin-lib")
     s.add_argument("--json", help="write results as JSON")

@@ -39,8 +39,18 @@ def report_path_for(onnx_path: os.PathLike) -> Path:
 
 # ----------------------------------------------------------------------------- reference models
 
+def meta_size(meta: Dict[str, str], where: str = "artifact"):
+    """The artifact's input size (ImageSize) from its metadata, or its model's default."""
+    from vitdeploy.models.registry import SPECS
+    from vitdeploy.models.size import ImageSize
+
+    if "img_size" in meta:
+        return ImageSize.parse(meta["img_size"], f"{where} metadata img_size")
+    return ImageSize.parse(SPECS[meta["model"]].default_img_size if meta.get("model") in SPECS else 224)
+
+
 def build_reference(model: str, *, checkpoint=None, img_size=None, task="classify", sparsity=None,
-                    num_classes=None, warn: Optional[Progress] = None):
+                    num_classes=None, warn: Optional[Progress] = None, norm_order=None):
     """The unfolded PyTorch model: with the checkpoint, or deterministic random weights.
 
     Random weights are randomised non-trivially (BN statistics included), with a fixed seed, so
@@ -48,7 +58,7 @@ def build_reference(model: str, *, checkpoint=None, img_size=None, task="classif
     from vitdeploy.models.registry import build_model, randomize_for_parity
 
     m = build_model(model, num_classes=num_classes, img_size=img_size, task=task, sparsity=sparsity,
-                    checkpoint=checkpoint)
+                    checkpoint=checkpoint, norm_order=norm_order)
     if checkpoint is None:
         if warn:
             warn(f"warning: no --checkpoint given: {model} has random weights (seed 0); "
@@ -79,26 +89,35 @@ def reference_from_metadata(meta: Dict[str, str], checkpoint=None, warn: Optiona
         from vitdeploy.models.sparsity import SparsityConfig
 
         sparsity = SparsityConfig(ratios=sparsity["ratios"], source=f"{where} metadata")
-    return build_reference(meta["model"], checkpoint=checkpoint, img_size=int(meta["img_size"]),
+    from vitdeploy.models.registry import SPECS
+
+    norm_order = meta.get("norm_order")
+    if norm_order is None and getattr(SPECS.get(meta["model"]), "family", None) == "swin":
+        norm_order = "sparsevit"  # exported before norm_order was recorded: the only order there was
+    return build_reference(meta["model"], checkpoint=checkpoint, img_size=meta_size(meta, where),
                            task=meta.get("task", "classify"), sparsity=sparsity,
-                           num_classes=int(meta.get("num_classes", 1000)))
+                           num_classes=int(meta.get("num_classes", 1000)), norm_order=norm_order)
 
 
-def torch_runner_for(model, task: str, img_size: int, threads: Optional[int] = None, name: str = "torch"):
+def torch_runner_for(model, task: str, img_size, threads: Optional[int] = None, name: str = "torch"):
     from vitdeploy.engines.runners import TorchRunner
     from vitdeploy.export.onnx import output_names_for
+    from vitdeploy.models.size import as_size
 
-    return TorchRunner(model, output_names=output_names_for(task), input_shape=["batch", 3, img_size, img_size],
+    size = as_size(img_size)
+    return TorchRunner(model, output_names=output_names_for(task, model), input_shape=["batch", 3, size.h, size.w],
                        threads=threads, name=name)
 
 
 def preprocess_for(meta: Dict[str, str], images) -> np.ndarray:
-    """Real images preprocessed the way the artifact's metadata says the model expects."""
+    """Real images preprocessed the way the artifact's metadata says the model expects (size,
+    resize mode, crop, interpolation, mean/std)."""
     from vitdeploy.models.preprocess import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION, preprocess_images
 
-    return preprocess_images(images, int(meta["img_size"]), json.loads(meta["mean"]), json.loads(meta["std"]),
+    return preprocess_images(images, meta_size(meta), json.loads(meta["mean"]), json.loads(meta["std"]),
                              crop_pct=float(meta.get("crop_pct", DEFAULT_CROP_PCT)),
-                             interpolation=meta.get("interpolation", DEFAULT_INTERPOLATION))
+                             interpolation=meta.get("interpolation", DEFAULT_INTERPOLATION),
+                             resize=meta.get("resize", "crop"))
 
 
 @contextmanager
@@ -117,7 +136,7 @@ class ExportRequest:
     out: Path
     checkpoint: Optional[os.PathLike]
     sparsity: object
-    img_size: int
+    img_size: object  # ImageSize
     batch: Optional[int]
     task: str
     num_classes: Optional[int]
@@ -131,16 +150,28 @@ class ExportRequest:
     calib_num: Optional[int] = None
     calib_method: Optional[str] = None
     target: str = "trt"
+    resize: str = "crop"
+    norm_order: Optional[str] = None
     timings: Dict[str, float] = field(default_factory=dict)
 
 
 def _check_export(model, out, *, checkpoint, sparsity, img_size, batch, task, num_classes, precision, portable,
                   opset, images, validate_batch, calib_images, calib_num, calib_method, target,
-                  progress) -> ExportRequest:
+                  progress, resize=None, norm_order=None) -> ExportRequest:
     from vitdeploy.export.onnx import check_writable
-    from vitdeploy.models.registry import get_spec
+    from vitdeploy.models.preprocess import check_resize
+    from vitdeploy.models.registry import check_size, get_spec
 
     spec = get_spec(model)
+    size = check_size(model, img_size)  # exit 2 naming the nearest legal sizes, before anything is written
+    resize = check_resize(resize) if resize is not None else spec.default_resize(task)
+    if norm_order is not None and not spec.sparsity:
+        raise UserError(f"--norm-order applies to Swin models, not {model}")
+    if sparsity is not None and spec.sparsity:  # keep-0 per block on the padded grid, before any slow step
+        from vitdeploy.models.sparsity import parse_sparsity
+        from vitdeploy.models.swin import CONFIGS
+
+        parse_sparsity(sparsity, CONFIGS[model]["depths"], img_size=size)
     out = check_writable(out)
     if out.suffix != ".onnx":
         raise UserError(f"output {out} should end in .onnx")
@@ -162,10 +193,10 @@ def _check_export(model, out, *, checkpoint, sparsity, img_size, batch, task, nu
         raise UserError(f"--batch must be >= 1 or 'dynamic', not {batch}")
     if images is not None and not Path(images).exists():
         raise UserError(f"--images: {images} not found")
-    return ExportRequest(model, out, checkpoint, sparsity, img_size or spec.default_img_size, batch, task,
+    return ExportRequest(model, out, checkpoint, sparsity, size, batch, task,
                          num_classes, precision, portable, opset, images,
                          validate_batch if batch is None else batch, spec, calib_images, calib_num, calib_method,
-                         target)
+                         target, resize, norm_order)
 
 
 def _export_graph(req: ExportRequest, deploy):
@@ -177,7 +208,8 @@ def _export_graph(req: ExportRequest, deploy):
 
     example = torch.from_numpy(random_images(req.batch or 2, req.img_size))
     try:
-        return vonnx.export_module(deploy, example, vonnx.output_names_for(req.task), dynamic_batch=req.batch is None,
+        return vonnx.export_module(deploy, example, vonnx.output_names_for(req.task, deploy),
+                                   dynamic_batch=req.batch is None,
                                    opset=req.opset, portable=req.portable,
                                    uses_window_ops=bool(getattr(deploy, "uses_window_ops", False)))
     except RuntimeError as e:
@@ -199,19 +231,32 @@ def _precision_pass(proto, req: ExportRequest, progress: Progress):
         res = quantize.quantize_onnx(proto, precision=req.precision, calib_images=req.calib_images,
                                      calib_num=req.calib_num, method=req.calib_method, target=req.target,
                                      mean=spec.mean, std=spec.std, crop_pct=spec.crop_pct,
-                                     interpolation=spec.interpolation, progress=progress)
+                                     interpolation=_interpolation(req), progress=progress,
+                                     img_size=req.img_size, resize=req.resize)
         return res.model, res.summary()
     return proto, None
 
 
-def _export_metadata(req: ExportRequest, ckpt_sha: str, sparsity_cfg, num_classes: int) -> Dict[str, str]:
+def _interpolation(req: ExportRequest) -> str:
+    """crop: the classifier's (timm pretrained_cfg); keep-ratio/stretch: mmdet's Resize (bilinear)."""
+    from vitdeploy.models.preprocess import DETECTION_INTERPOLATION
+
+    return req.spec.interpolation if req.resize == "crop" else DETECTION_INTERPOLATION
+
+
+def _export_metadata(req: ExportRequest, ckpt_sha: str, sparsity_cfg, num_classes: int, ref=None) -> Dict[str, str]:
     spec = req.spec
     dense = sparsity_cfg is None or sparsity_cfg.is_dense
-    return {"version": __version__, "model": req.model, "task": req.task, "img_size": str(req.img_size),
+    meta = {"version": __version__, "model": req.model, "task": req.task, "img_size": str(req.img_size),
             "sparsity": "null" if dense else sparsity_cfg.to_json(), "precision": req.precision,
             "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
-            "crop_pct": str(spec.crop_pct), "interpolation": spec.interpolation,
+            "crop_pct": str(spec.crop_pct), "interpolation": _interpolation(req), "resize": req.resize,
             "checkpoint_sha256": ckpt_sha, "num_classes": str(num_classes)}
+    if getattr(ref, "norm_order", None):  # Swin: which pad/LN1 order the export computes (issue 16)
+        meta["norm_order"] = ref.norm_order
+    if req.task == "backbone" and getattr(ref, "feature_strides", None):
+        meta["feature_strides"] = json.dumps(list(ref.feature_strides))
+    return meta
 
 
 def _reference_inputs(req: ExportRequest, meta: Dict[str, str]):
@@ -233,7 +278,7 @@ def write_reference(ref_model, onnx_path: os.PathLike, meta: Dict[str, str], ima
     from vitdeploy.engines.parity import infer_in_chunks
     from vitdeploy.engines.reference_outputs import ReferenceOutputs, make_provenance, reference_path_for
 
-    runner = torch_runner_for(ref_model, meta["task"], int(meta["img_size"]), name=TORCH_REFERENCE)
+    runner = torch_runner_for(ref_model, meta["task"], meta_size(meta), name=TORCH_REFERENCE)
     outputs = infer_in_chunks(runner, images)
     ref = ReferenceOutputs({runner.inputs[0].name: images}, outputs,
                            make_provenance(metadata=meta, inputs=inputs_label, reference=TORCH_REFERENCE))
@@ -249,7 +294,8 @@ def _export_report(req: ExportRequest, proto, ref, deploy, *, ckpt_sha, meta, nb
 
     io = onnx_tensors(proto)
     report = {
-        "vitdeploy_version": __version__, "model": req.model, "task": req.task, "img_size": req.img_size,
+        "vitdeploy_version": __version__, "model": req.model, "task": req.task, "img_size": str(req.img_size),
+        "resize": req.resize,
         "num_classes": int(meta["num_classes"]), "precision": req.precision, "portable": req.portable,
         "sparsity": json.loads(meta["sparsity"]), "checkpoint": str(req.checkpoint) if req.checkpoint else None,
         "checkpoint_sha256": ckpt_sha, "opset": req.opset, "onnx": str(req.out), "onnx_bytes": nbytes,
@@ -261,7 +307,9 @@ def _export_report(req: ExportRequest, proto, ref, deploy, *, ckpt_sha, meta, nb
     }
     if meta["sparsity"] != "null":
         dense = fold.folded_copy(build_model(req.model, img_size=req.img_size, task=req.task,
-                                             num_classes=report["num_classes"]))
+                                             num_classes=report["num_classes"],
+                                             norm_order=meta.get("norm_order") if meta.get("sparsity") == "null"
+                                             else None))
         report["dense_macs"] = count_macs(dense, req.img_size)
     return report
 
@@ -271,6 +319,7 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
            precision: str = "fp32", portable: bool = False, opset: int = 20, validate: bool = True,
            validate_batch: int = 2, images: Optional[os.PathLike] = None, calib_images=None,
            calib_num: Optional[int] = None, calib_method: Optional[str] = None, target: str = "trt",
+           resize: Optional[str] = None, norm_order: Optional[str] = None,
            progress: Progress = _noop) -> Dict[str, object]:
     """Checkpoint -> folded ONNX (+ precision pass) -> OUT.ref.npz -> ORT parity -> OUT.report.json."""
     from vitdeploy.checks import parity_from_reference
@@ -283,14 +332,15 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
     req = _check_export(model, out, checkpoint=checkpoint, sparsity=sparsity, img_size=img_size, batch=batch,
                         task=task, num_classes=num_classes, precision=precision, portable=portable, opset=opset,
                         images=images, validate_batch=validate_batch, calib_images=calib_images,
-                        calib_num=calib_num, calib_method=calib_method, target=target, progress=progress)
+                        calib_num=calib_num, calib_method=calib_method, target=target, progress=progress,
+                        resize=resize, norm_order=norm_order)
     timings = req.timings
 
     with _timed(timings, "build_s"):
-        progress(f"[1/5] building {model} at {req.img_size}x{req.img_size}"
+        progress(f"[1/5] building {model} at {req.img_size.label()}"
                  + (f" from {checkpoint}" if checkpoint else " (random weights)"))
         ref = build_reference(model, checkpoint=checkpoint, img_size=req.img_size, task=task, sparsity=sparsity,
-                              num_classes=num_classes, warn=progress)
+                              num_classes=num_classes, warn=progress, norm_order=norm_order)
         ckpt_sha = file_sha256(checkpoint) if checkpoint else RANDOM_WEIGHTS
     with _timed(timings, "fold_s"):
         progress("[2/5] folding BatchNorm")
@@ -301,7 +351,7 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
                  + (", portable" if portable else "") + ")")
         proto, calibration = _precision_pass(_export_graph(req, deploy), req, progress)
         # num_classes comes from the checkpoint's head when not given
-        meta = _export_metadata(req, ckpt_sha, getattr(ref, "sparsity", None), ref.num_classes)
+        meta = _export_metadata(req, ckpt_sha, getattr(ref, "sparsity", None), ref.num_classes, ref)
         if calibration is not None:
             meta["calibration"] = json.dumps({k: calibration[k] for k in ("target", "method", "num_images", "source")})
         vonnx.set_metadata(proto, meta)
@@ -367,9 +417,9 @@ def _validate_against_torch(art, *, checkpoint, images, backend, batch, plugin_l
                         "installed to rebuild the original: pass --reference OUT.ref.npz (written by export)")
     meta = art.metadata
     backend = backend or default_backend(art)
-    img_size = int(meta["img_size"]) if "img_size" in meta else 224
+    img_size = meta_size(meta, str(art.path))
     task = meta.get("task", "classify")
-    progress(f"[1/3] rebuilding the PyTorch original: {meta.get('model')} ({task}, {img_size}px"
+    progress(f"[1/3] rebuilding the PyTorch original: {meta.get('model')} ({task}, {img_size.label()}"
              + (f", sparsity {meta.get('sparsity')}" if meta.get("sparsity", "null") != "null" else "") + ")")
     ref = reference_from_metadata(meta, checkpoint=checkpoint, warn=progress, where=str(art.path))
     if images is not None:
@@ -420,12 +470,12 @@ def _bench_targets(targets: Sequence[str]) -> BenchTargets:
 
 def _model_metadata(model: str, img_size, sparsity) -> Dict[str, str]:
     """What an export of `model` would record, for a torch-only bench of a bare model name."""
-    from vitdeploy.models.registry import SPECS, build_model
+    from vitdeploy.models.registry import SPECS, build_model, check_size
 
-    meta = {"model": model, "img_size": str(img_size or SPECS[model].default_img_size), "task": "classify",
-            "sparsity": "null", "checkpoint_sha256": RANDOM_WEIGHTS, "num_classes": "1000"}
+    meta = {"model": model, "img_size": str(check_size(model, img_size or SPECS[model].default_img_size)),
+            "task": "classify", "sparsity": "null", "checkpoint_sha256": RANDOM_WEIGHTS, "num_classes": "1000"}
     if sparsity is not None:
-        cfg = build_model(model, img_size=int(meta["img_size"]), sparsity=sparsity).sparsity
+        cfg = build_model(model, img_size=meta["img_size"], sparsity=sparsity).sparsity
         meta["sparsity"] = cfg.to_json() if cfg is not None else "null"
     return meta
 
@@ -453,7 +503,7 @@ def _bench_runner_for(be: str, artifact: Optional[str], meta: Dict[str, str], *,
     if be == "torch":
         progress("building the PyTorch eager original")
         model = reference_from_metadata(meta, checkpoint=checkpoint, where="artifact")
-        return torch_runner_for(model, meta.get("task", "classify"), int(meta["img_size"]), threads=threads)
+        return torch_runner_for(model, meta.get("task", "classify"), meta_size(meta), threads=threads)
     return make_artifact_runner(be, artifact, threads=threads, plugin_lib=plugin_lib)
 
 
@@ -498,7 +548,7 @@ def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"),
             t.onnx = [str(p)]
         metas = _artifact_metadata(t)
         meta = next(iter(metas.values())) if metas else _model_metadata(t.model[0], img_size, sparsity)
-        x = random_images(batch, int(meta["img_size"]), seed=0)
+        x = random_images(batch, meta_size(meta), seed=0)
         results = []
         for be in backends:
             for artifact in _bench_artifacts(be, t):
@@ -512,7 +562,7 @@ def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"),
                     r = bench_runner(runner, x, warmup=warmup, iters=iters, threads=threads)
                 finally:
                     runner.close()
-                r.update({"artifact": artifact, "model": m["model"], "img_size": int(m["img_size"]),
+                r.update({"artifact": artifact, "model": m["model"], "img_size": str(meta_size(m)),
                           "sparsity": json.loads(m.get("sparsity", "null")), "precision": m.get("precision", "fp32")})
                 results.append(r)
     return results

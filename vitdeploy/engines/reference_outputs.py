@@ -64,7 +64,8 @@ def make_provenance(*, metadata: Dict[str, str], inputs: str, reference: str) ->
     prov: Dict[str, object] = {"format": FORMAT, "format_version": FORMAT_VERSION,
                                "vitdeploy_version": __version__, "inputs": inputs, "reference": reference,
                                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    for k in ("model", "checkpoint_sha256", "sparsity", "precision", "task", "img_size", "num_classes"):
+    for k in ("model", "checkpoint_sha256", "sparsity", "precision", "task", "img_size", "num_classes",
+              "resize", "norm_order"):
         if k in metadata:
             prov[k] = metadata[k]
     return prov
@@ -128,7 +129,7 @@ def provenance_mismatches(provenance: Dict[str, object], metadata: Dict[str, str
 def describe_provenance(provenance: Dict[str, object]) -> str:
     sha = str(provenance.get("checkpoint_sha256", "?"))
     sha = sha[:12] + "…" if len(sha) == 64 else sha  # a sha256; "random-seed-0" stays whole
-    parts = [f"{provenance.get('model')} ({provenance.get('task')}, {provenance.get('img_size')}px, "
+    parts = [f"{provenance.get('model')} ({provenance.get('task')}, {provenance.get('img_size')} px, "
              f"{provenance.get('precision')})"]
     if provenance.get("sparsity") not in (None, "null"):
         parts.append(f"sparsity {provenance['sparsity']}")

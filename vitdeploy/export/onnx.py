@@ -26,8 +26,11 @@ DEFAULT_OPSET = 20
 META_PREFIX = "vitdeploy."  # written here (set_metadata); stripped in one place, vitdeploy.artifact
 
 
-def output_names_for(task: str) -> List[str]:
-    return ["logits"] if task == "classify" else [f"features.{i}" for i in range(4)]
+def output_names_for(task: str, model=None) -> List[str]:
+    """``logits``, or one ``features.i`` per stage map (Swin 4 at strides 4-32, EfficientViT 3 at
+    16-64: the model's ``feature_strides``)."""
+    n = len(getattr(model, "feature_strides", ())) or 4
+    return ["logits"] if task == "classify" else [f"features.{i}" for i in range(n)]
 
 
 @contextmanager

@@ -114,8 +114,9 @@ def calibration_files(calib_dir, calib_num: int) -> List[Path]:
     return files[:calib_num]
 
 
-def calibration_inputs(calib_images, calib_num: int, img_size: int, mean, std, crop_pct: float = DEFAULT_CROP_PCT,
-                       interpolation: str = DEFAULT_INTERPOLATION, warn: Callable[[str], None] = lambda m: None):
+def calibration_inputs(calib_images, calib_num: int, img_size, mean, std, crop_pct: float = DEFAULT_CROP_PCT,
+                       interpolation: str = DEFAULT_INTERPOLATION, warn: Callable[[str], None] = lambda m: None,
+                       resize: str = "crop"):
     """(images [N,3,H,W], description): the export's own preprocessing, or random inputs (warned)."""
     from vitdeploy.models.preprocess import preprocess_images, random_images
 
@@ -125,7 +126,8 @@ def calibration_inputs(calib_images, calib_num: int, img_size: int, mean, std, c
         return random_images(calib_num, img_size, seed=1), f"{calib_num} random inputs (seed 1)"
     files = calibration_files(calib_images, calib_num)
     try:
-        x = preprocess_images(files, img_size, mean, std, crop_pct=crop_pct, interpolation=interpolation)
+        x = preprocess_images(files, img_size, mean, std, crop_pct=crop_pct, interpolation=interpolation,
+                              resize=resize)
     except UserError as e:
         raise UserError(str(e).replace("--images:", "--calib-images:", 1))
     return x, f"{len(files)} images from {calib_images}"
@@ -135,12 +137,20 @@ def quantize_onnx(model, *, precision: str, calib_images=None, calib_num: int = 
                   method: str = DEFAULT_METHOD, target: str = "trt", mean=(0.485, 0.456, 0.406),
                   std=(0.229, 0.224, 0.225), crop_pct: float = DEFAULT_CROP_PCT,
                   interpolation: str = DEFAULT_INTERPOLATION,
-                  progress: Callable[[str], None] = lambda m: None) -> QuantizeResult:
-    """The export's quantization step: calibration inputs (preprocessed like the export) -> Q/DQ graph."""
+                  progress: Callable[[str], None] = lambda m: None, img_size=None,
+                  resize: str = "crop") -> QuantizeResult:
+    """The export's quantization step: calibration inputs (preprocessed like the export) -> Q/DQ graph.
+
+    ``img_size`` (H x W) defaults to the graph input's last two dims (not the last one alone: that
+    is the width, which made rectangular inputs calibrate at W x W)."""
+    from vitdeploy.models.size import ImageSize, as_size
+
     check_args(precision, ai_onnx_opset(model), target, method, calib_images, calib_num)
-    img_size = model.graph.input[0].type.tensor_type.shape.dim[-1].dim_value
-    images, source = calibration_inputs(calib_images, calib_num, img_size, mean, std, crop_pct, interpolation,
-                                        warn=progress)
+    if img_size is None:
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        img_size = ImageSize(dims[-2].dim_value, dims[-1].dim_value)
+    images, source = calibration_inputs(calib_images, calib_num, as_size(img_size), mean, std, crop_pct,
+                                        interpolation, warn=progress, resize=resize)
     progress(f"  calibrating {precision} ({method}) on {source}")
     res = quantize_with_images(model, images, precision=precision, method=method, target=target,
                                progress=progress)
@@ -194,9 +204,12 @@ def _ort_method(method: str):
             "percentile": CalibrationMethod.Percentile}[method]
 
 
-def calib_batch_for(img_size: int) -> int:
-    """Calibration batch that keeps ORT's per-call intermediate outputs near 8 images at 224 px."""
-    return max(1, min(8, int(8 * (224 / img_size) ** 2)))
+def calib_batch_for(img_size) -> int:
+    """Calibration batch that keeps ORT's per-call intermediate outputs near 8 images at 224x224
+    (by pixel count: H x W, not the width squared)."""
+    from vitdeploy.models.size import as_size
+
+    return max(1, min(8, int(8 * 224 * 224 / as_size(img_size).pixels)))
 
 
 def calibrate(model, images: np.ndarray, *, method: str = DEFAULT_METHOD, batch: int = 8, symmetric: bool = True,
@@ -255,7 +268,7 @@ def quantize_with_images(model, images: np.ndarray, *, precision: str = "int8", 
     exclude = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.op_type in excluded_types]
     exclude += [n.name for n in model.graph.node if n.domain == CUSTOM_DOMAIN]
     if tensors_range is None:
-        calib_batch = calib_batch or calib_batch_for(int(images.shape[-1]))
+        calib_batch = calib_batch or calib_batch_for((int(images.shape[-2]), int(images.shape[-1])))
         tensors_range = calibrate(model, images, method=method, batch=calib_batch, symmetric=target == "trt",
                                   progress=progress)
     float_init = {t.name: t for t in model.graph.initializer}

@@ -11,9 +11,18 @@ Deployment choices, and why:
   non-persistent index buffer instead of being cached as an attribute (the official `self.ab` and
   timm's per-device cache both go stale after `load_state_dict` / `.to()`). Both operands are
   constants at export time, so the exporter can fold the gather away.
-- The input size is fixed at build time (as in the official classifier): stage resolutions, window
-  padding and the partition reshapes are plain Python ints, so the traced graph has no
-  data-dependent control flow and no shape arithmetic; only the batch axis is free (`-1` reshapes).
+- The input size (H x W, ``ImageSize``) is fixed at build time: stage resolutions, window padding and
+  the partition reshapes are plain Python ints, so the traced graph has no data-dependent control
+  flow and no shape arithmetic; only the batch axis is free (`-1` reshapes).
+- The *training* resolution is separate from the input size (issue 16). A checkpoint's attention-bias
+  tables fix each stage's window resolution (``min(7, map at the training size)``: 7, 7, 4 for the
+  released 224 weights); the model is built with those tables and, at any input H x W, each stage's
+  map is zero-padded bottom/right to a multiple of that window and partitioned into windows of it,
+  with no mask -- the official/timm ``LocalWindowAttention`` run path. Two cases the official code
+  cannot run are defined here, and documented: a stage whose map exceeds a window smaller than 7
+  (stage 3 of a 224 model at >= 128 px) is partitioned into windows of the table's resolution (the
+  official code partitions by 7 and then fails on the 4x4 bias); a map smaller than the window on
+  both axes is padded to one window (the official code fails on the bias shape).
 - q is multiplied by the scale before `q^T k` (timm's order). The official code scales after the
   matmul; with key_dim 16 the scale is 0.25, a power of two, so both orders give identical bits.
 """
@@ -31,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitdeploy.errors import UserError
+from vitdeploy.models.size import ImageSize, as_size, check_multiple
 
 __all__ = [
     "EfficientViTConfig",
@@ -235,7 +245,7 @@ class CascadedGroupAttention(nn.Module):
 
     def forward(self, x):
         r, kd, d = self.resolution, self.key_dim, self.d
-        n = r * r
+        n = r * r  # the input is always one r x r window (LocalWindowAttention partitions)
         # Static sizes everywhere (no x.shape arithmetic), so traced graphs carry no Shape ops.
         feats_in = x.split([d] * self.num_heads, dim=1)
         feats_out = []
@@ -257,29 +267,32 @@ class CascadedGroupAttention(nn.Module):
 
 
 class LocalWindowAttention(nn.Module):
-    """Non-overlapping window attention (no shift, no mask); zero pad bottom/right when needed."""
+    """Non-overlapping window attention (no shift, no mask); zero pad bottom/right when needed.
+
+    ``resolution`` is the (h, w) map this block runs on, ``window_resolution`` the attention window
+    (the bias table's resolution, module docstring)."""
 
     def __init__(self, dim, key_dim, num_heads, resolution, window_resolution, kernels):
         super().__init__()
         self.dim = dim
-        self.resolution = resolution
+        self.resolution = resolution if isinstance(resolution, tuple) else (resolution, resolution)
         self.window_resolution = window_resolution
-        self.attn = CascadedGroupAttention(dim, key_dim, num_heads, min(window_resolution, resolution), kernels)
+        self.attn = CascadedGroupAttention(dim, key_dim, num_heads, window_resolution, kernels)
 
     def forward(self, x):
-        res, ws, C = self.resolution, self.window_resolution, self.dim
-        if res <= ws:  # static: fixed at build time
+        (h, w), ws, C = self.resolution, self.window_resolution, self.dim
+        if (h, w) == (ws, ws):  # static: fixed at build time; one window, attention on the map
             return self.attn(x)
-        pad = (ws - res % ws) % ws
-        if pad:
-            x = F.pad(x, (0, pad, 0, pad))
-        n = (res + pad) // ws
-        # (B, C, n*ws, n*ws) -> (B*n*n, C, ws, ws), windows in row-major order as the official code.
-        x = x.reshape(-1, C, n, ws, n, ws).permute(0, 2, 4, 1, 3, 5).reshape(-1, C, ws, ws)
+        pb, pr = (ws - h % ws) % ws, (ws - w % ws) % ws
+        if pb or pr:
+            x = F.pad(x, (0, pr, 0, pb))
+        nh, nw = (h + pb) // ws, (w + pr) // ws
+        # (B, C, nh*ws, nw*ws) -> (B*nh*nw, C, ws, ws), windows in row-major order as the official code.
+        x = x.reshape(-1, C, nh, ws, nw, ws).permute(0, 2, 4, 1, 3, 5).reshape(-1, C, ws, ws)
         x = self.attn(x)
-        x = x.reshape(-1, n, n, C, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(-1, C, n * ws, n * ws)
-        if pad:
-            x = x[:, :, :res, :res]
+        x = x.reshape(-1, nh, nw, C, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(-1, C, nh * ws, nw * ws)
+        if pb or pr:
+            x = x[:, :, :h, :w]
         return x
 
 
@@ -310,7 +323,7 @@ class EfficientViTStage(nn.Module):
     def __init__(self, in_dim, dim, key_dim, num_heads, resolution, window_resolution, kernels, depth, downsample):
         super().__init__()
         if downsample:
-            self.resolution = (resolution - 1) // 2 + 1
+            self.resolution = tuple((r - 1) // 2 + 1 for r in resolution)
             self.downsample = nn.Sequential()
             self.downsample.add_module("res1", _dw_ffn(in_dim))
             self.downsample.add_module("patchmerge", PatchMerging(in_dim, dim))
@@ -341,34 +354,67 @@ class PatchEmbedding(nn.Sequential):
         self.conv4 = ConvNorm(dim // 2, dim, 3, 2, 1)
 
 
-class EfficientViT(nn.Module):
-    """EfficientViT-M classifier for a fixed square input size (multiple of 16, >= MIN_IMG_SIZE)."""
+def stage_resolutions(size, n: int = 3) -> List[Tuple[int, int]]:
+    """(h, w) of each stage's map: stride 16 stem, then ``(r - 1) // 2 + 1`` per subsample."""
+    size = as_size(size)
+    r = (size.h // PATCH_SIZE, size.w // PATCH_SIZE)
+    out = [r]
+    for _ in range(n - 1):
+        r = tuple((x - 1) // 2 + 1 for x in r)
+        out.append(r)
+    return out
 
-    def __init__(self, cfg: EfficientViTConfig, img_size: int = 224, in_chans: int = 3, num_classes: int = 1000,
-                 distillation: bool = False, name: str = "efficientvit"):
+
+def window_resolutions(cfg: "EfficientViTConfig", train_size=224) -> Tuple[int, ...]:
+    """Each stage's attention window (bias-table resolution) of a model trained at ``train_size``:
+    ``min(window_size, map)``, as the official LocalWindowAttention builds its attention."""
+    return tuple(min(ws, min(r)) for ws, r in zip(cfg.window_size, stage_resolutions(train_size)))
+
+
+FEATURE_STRIDES = (16, 32, 64)
+FEATURE_MODULES = ("stages.0", "stages.1", "stages.2")  # timm feature_info / forward_intermediates
+
+
+class EfficientViT(nn.Module):
+    """EfficientViT-M at a fixed H x W input (multiples of 16, >= MIN_IMG_SIZE): a classifier, or
+    (task="backbone") the three stage maps at strides 16/32/64 (timm ``stages.0..2``).
+
+    ``windows``: per-stage attention window resolution (from the checkpoint's bias tables); default
+    that of a model trained at ``img_size`` when square, at 224 (the released weights) otherwise."""
+
+    def __init__(self, cfg: EfficientViTConfig, img_size=224, in_chans: int = 3, num_classes: int = 1000,
+                 distillation: bool = False, name: str = "efficientvit", task: str = "classify",
+                 windows: Optional[Tuple[int, ...]] = None):
         super().__init__()
+        size = as_size(img_size)
         self.name = name
         self.cfg = cfg
-        self.img_size = img_size
+        self.img_size = size
+        self.task = task
         self.num_classes = num_classes
         self.distillation = distillation
+        if windows is None:
+            windows = window_resolutions(cfg, size if size.is_square else 224)
+        self.windows = tuple(int(w) for w in windows)
         self.patch_embed = PatchEmbedding(in_chans, cfg.embed_dim[0])
-        resolution = img_size // PATCH_SIZE
+        resolution = (size.h // PATCH_SIZE, size.w // PATCH_SIZE)
         stages = []
-        self.stage_resolutions: List[int] = []
+        self.stage_resolutions: List[Tuple[int, int]] = []
         for i in range(3):
             stage = EfficientViTStage(
                 cfg.embed_dim[i - 1] if i else cfg.embed_dim[0], cfg.embed_dim[i], cfg.key_dim[i], cfg.num_heads[i],
-                resolution, cfg.window_size[i], cfg.kernels, cfg.depth[i], downsample=i > 0,
+                resolution, self.windows[i], cfg.kernels, cfg.depth[i], downsample=i > 0,
             )
             resolution = stage.resolution
             self.stage_resolutions.append(resolution)
             stages.append(stage)
         self.stages = nn.Sequential(*stages)
         self.num_features = cfg.embed_dim[-1]
-        self.head = NormLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if distillation:
-            self.head_dist = NormLinear(self.num_features, num_classes)
+        self.feature_strides = FEATURE_STRIDES
+        if task == "classify":
+            self.head = NormLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+            if distillation:
+                self.head_dist = NormLinear(self.num_features, num_classes)
 
     def _check_input(self, x):
         # Shape check only outside tracing/export, where it would only add guards/warnings.
@@ -376,12 +422,12 @@ class EfficientViT(nn.Module):
             return
         if torch.compiler.is_compiling():
             return
-        expected = (self.patch_embed.conv1.conv.in_channels, self.img_size, self.img_size)
+        expected = (self.patch_embed.conv1.conv.in_channels, self.img_size.h, self.img_size.w)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise UserError(
                 f"{self.name} was built for input [B,{self.patch_embed.conv1.conv.in_channels},"
-                f"{self.img_size},{self.img_size}], got {list(x.shape)}; resize the input or rebuild with img_size="
-                f"{x.shape[-1] if x.dim() == 4 else '?'}"
+                f"{self.img_size.h},{self.img_size.w}], got {list(x.shape)}; resize the input or rebuild with "
+                f"img_size={'x'.join(map(str, x.shape[-2:])) if x.dim() == 4 else '?'}"
             )
 
     def forward_features(self, x):
@@ -408,6 +454,8 @@ class EfficientViT(nn.Module):
         return self.head(x)
 
     def forward(self, x):
+        if self.task == "backbone":
+            return tuple(self.forward_intermediates(x))
         return self.forward_head(self.forward_features(x))
 
 
@@ -417,38 +465,75 @@ class EfficientViT(nn.Module):
 
 
 def valid_img_size(img_size) -> bool:
-    return isinstance(img_size, int) and not isinstance(img_size, bool) and img_size >= MIN_IMG_SIZE \
-        and img_size % PATCH_SIZE == 0
+    try:
+        size = as_size(img_size)
+    except UserError:
+        return False
+    return all(v >= MIN_IMG_SIZE and v % PATCH_SIZE == 0 for v in size.hw)
 
 
-def build_efficientvit(name: str, num_classes: int = 1000, img_size: int = 224,
-                       distillation: bool = False) -> EfficientViT:
+def check_legal_size(size: ImageSize) -> None:
+    """H and W multiples of 16 (the stem's four stride-2 convs), >= 64."""
+    check_multiple(size, PATCH_SIZE, MIN_IMG_SIZE, "EfficientViT",
+                   "the stem's four stride-2 convs; 224 = the released weights' size")
+
+
+def build_efficientvit(name: str, num_classes: int = 1000, img_size=224,
+                       distillation: bool = False, task: str = "classify",
+                       windows: Optional[Tuple[int, ...]] = None) -> EfficientViT:
     """Build an EfficientViT-M with the official initialisation (random weights, train mode)."""
     if name not in VARIANTS:
         raise UserError(f"unknown EfficientViT variant {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    if not valid_img_size(img_size):
-        raise UserError(
-            f"{name} cannot take img_size={img_size!r}: valid sizes are multiples of {PATCH_SIZE} from "
-            f"{MIN_IMG_SIZE} up (64, 80, ..., 224 = trained size, 256, ...); pick one of those"
-        )
+    if isinstance(img_size, bool) or not isinstance(img_size, (int, ImageSize)):
+        raise UserError(f"{name} cannot take img_size={img_size!r}: expected an int or an ImageSize whose H and W "
+                        f"are multiples of {PATCH_SIZE}")
+    check_legal_size(as_size(img_size))
     if not isinstance(num_classes, int) or num_classes < 0:
         raise UserError(f"{name}: num_classes must be an integer >= 0 (0 = pooled features), got {num_classes!r}")
     if distillation and num_classes == 0:
         raise UserError(f"{name}: a distillation head needs num_classes > 0")
+    if task not in ("classify", "backbone"):
+        raise UserError(f"{name} supports --task classify|backbone, not {task!r}")
     return EfficientViT(VARIANTS[name], img_size=img_size, num_classes=num_classes,
-                        distillation=distillation, name=name)
+                        distillation=distillation and task == "classify", name=name, task=task, windows=windows)
 
 
-def build(name: str, *, num_classes: int, img_size: int, task: str = "classify", sparsity=None,
-          state_dict: Optional[Mapping[str, object]] = None) -> EfficientViT:
-    """The registry's builder (one signature for every family). A distillation head in `state_dict`
-    is built, so eval averages both heads like the official code."""
+def checkpoint_windows(state_dict: Mapping[str, torch.Tensor], name: str) -> Optional[Tuple[int, ...]]:
+    """Per-stage window resolution the checkpoint was trained with, read from its bias tables
+    (``attention_biases`` is (heads, r*r)); None when the file has none."""
+    try:
+        sd = _rename_to_ours(state_dict)
+    except UserError:
+        return None
+    found: Dict[int, int] = {}
+    for k, v in sd.items():
+        m = re.match(r"stages\.(\d)\.blocks\.\d+\.mixer\.m\.attn\.attention_biases$", k)
+        if m and getattr(v, "ndim", 0) == 2:
+            r = int(round(int(v.shape[1]) ** 0.5))
+            if r * r != int(v.shape[1]):
+                raise UserError(f"{name}: checkpoint bias table {k} has {int(v.shape[1])} columns, not a "
+                                f"square window's r*r; the file is damaged or not EfficientViT-M")
+            found.setdefault(int(m.group(1)), r)
+    if len(found) != 3:
+        return None
+    return tuple(found[i] for i in range(3))
+
+
+def build(name: str, *, num_classes: int, img_size, task: str = "classify", sparsity=None,
+          state_dict: Optional[Mapping[str, object]] = None, norm_order=None) -> EfficientViT:
+    """The registry's builder (one signature for every family). Built with the checkpoint's own
+    window resolutions (its training size) and run at ``img_size``; a distillation head in
+    `state_dict` is built, so eval averages both heads like the official code."""
     if sparsity is not None:
         raise UserError(f"--sparsity applies to Swin models (SparseViT), not {name}")
-    if task != "classify":
-        raise UserError(f"{name} supports --task classify, not {task!r}")
-    distill = state_dict is not None and has_distillation_head(state_dict)
-    return build_efficientvit(name, num_classes=num_classes, img_size=img_size, distillation=distill)
+    if norm_order is not None:
+        raise UserError(f"--norm-order applies to Swin models, not {name}")
+    if task not in ("classify", "backbone"):
+        raise UserError(f"{name} supports --task classify|backbone, not {task!r}")
+    distill = task == "classify" and state_dict is not None and has_distillation_head(state_dict)
+    windows = checkpoint_windows(state_dict, name) if state_dict is not None else None
+    return build_efficientvit(name, num_classes=num_classes, img_size=img_size, distillation=distill,
+                              task=task, windows=windows)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,6 +639,8 @@ def convert_checkpoint(state_dict: Mapping[str, torch.Tensor], model: EfficientV
     """
     sd = _rename_to_ours(state_dict)
     target = model.state_dict()
+    if getattr(model, "task", "classify") == "backbone":  # the feature maps only: no classifier
+        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "head_dist."))}
     if not hasattr(model, "head_dist") and has_distillation_head(sd):
         warnings.warn(
             f"{getattr(model, 'name', 'efficientvit')}: checkpoint has a distillation head (head_dist.*) that the "
@@ -585,8 +672,8 @@ def _check_bias_tables(sd, target, model):
         name = getattr(model, "name", "efficientvit")
         raise UserError(
             f"{name}: the checkpoint's attention-bias table {k} is {list(got)} but the model built for "
-            f"img_size={getattr(model, 'img_size', '?')} needs {list(want)}; the checkpoint was trained at another "
-            f"input size: build with that img_size (the released EfficientViT-M weights use 224)"
+            f"windows {getattr(model, 'windows', '?')} needs {list(want)}; the checkpoint was trained at another "
+            f"input size: build with its windows (build() reads them from the file)"
         )
 
 

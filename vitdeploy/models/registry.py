@@ -1,9 +1,10 @@
 """Model names -> specs (defaults, preprocessing, checkpoint formats) and one way to build any of them.
 
 Every family module exposes the same builder, `build(name, *, num_classes, img_size, task,
-sparsity, state_dict)`, which validates what it does not support (EfficientViT has no sparsity,
-no backbone task) and reads what it needs from the checkpoint's state dict (EfficientViT's
-distillation head), so nothing here branches on the family. Families are imported lazily so
+sparsity, state_dict, norm_order)` and `check_legal_size(ImageSize)`, which validate what the
+family does not support (EfficientViT has no sparsity) and read what they need from the
+checkpoint's state dict (EfficientViT's distillation head and window resolutions, Swin's layout
+for the dense pad/LN order), so nothing here branches on the family. Families are imported lazily so
 listing models stays instant and one family's import cost is not paid by the other.
 """
 
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from vitdeploy.errors import UserError
-from vitdeploy.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from vitdeploy.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, default_resize
+from vitdeploy.models.size import ImageSize
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class ModelSpec:
     std: Tuple[float, ...] = IMAGENET_STD
     sparsity: bool = False  # accepts --sparsity (SparseViT)
 
+    def default_resize(self, task: str) -> str:
+        """--resize default: the family's official test pipeline for this task."""
+        return default_resize(self.family, task)
+
 
 _EV = ("official Microsoft (blocks1/.c./.l.)", "timm (stages.*)", "vitdeploy")
 _SW = ("timm (layers.*)", "mmdet/SparseViT (backbone.stages.*.attn.w_msa)", "vitdeploy")
@@ -41,7 +47,8 @@ _SW = ("timm (layers.*)", "mmdet/SparseViT (backbone.stages.*.attn.w_msa)", "vit
 # crop_pct / interpolation: EfficientViT's official eval (Resize 256 bicubic, CenterCrop 224) and
 # timm's swin_*.ms_in1k pretrained_cfg (crop_pct 0.9, bicubic).
 SPECS = {s.name: s for s in [
-    *(ModelSpec(f"efficientvit_m{i}", "efficientvit", "vitdeploy.models.efficientvit", 224, ("classify",), _EV,
+    *(ModelSpec(f"efficientvit_m{i}", "efficientvit", "vitdeploy.models.efficientvit", 224, ("classify", "backbone"),
+                _EV,
                 f"EfficientViT-M{i} (MSRA, CVPR 2023)", crop_pct=0.875, interpolation="bicubic")
       for i in range(6)),
     *(ModelSpec(f"swin_{v}", "swin", "vitdeploy.models.swin", 224, ("classify", "backbone"), _SW,
@@ -90,15 +97,26 @@ def infer_num_classes(sd) -> Optional[int]:
     return None
 
 
-def build_model(name: str, *, num_classes: Optional[int] = None, img_size: Optional[int] = None,
-                task: str = "classify", sparsity=None, checkpoint: Optional[os.PathLike] = None):
+def check_size(name: str, img_size) -> ImageSize:
+    """The size as an ImageSize, legal for the model's family (UserError naming the nearest legal)."""
+    spec = get_spec(name)
+    size = ImageSize.parse(img_size if img_size is not None else spec.default_img_size)
+    family_module(spec).check_legal_size(size)
+    return size
+
+
+def build_model(name: str, *, num_classes: Optional[int] = None, img_size=None,
+                task: str = "classify", sparsity=None, checkpoint: Optional[os.PathLike] = None,
+                norm_order: Optional[str] = None):
     """Build `name` in eval mode, with weights from `checkpoint` when given (random otherwise).
 
-    `sparsity` is a spec (None, float, preset name, JSON path) or a parsed SparsityConfig.
+    `sparsity` is a spec (None, float, preset name, JSON path) or a parsed SparsityConfig;
+    `img_size` an int (square), "HxW" or ImageSize; `norm_order` (Swin) overrides the default
+    pad/LN1 order (``swin.default_norm_order``).
     """
 
     spec = get_spec(name)
-    img_size = img_size or spec.default_img_size
+    img_size = check_size(name, img_size)
     if task not in spec.tasks:
         raise UserError(f"{name} supports --task {'|'.join(spec.tasks)}, not {task!r}")
     mod = family_module(spec)
@@ -110,7 +128,7 @@ def build_model(name: str, *, num_classes: Optional[int] = None, img_size: Optio
     if num_classes is None:
         num_classes = (infer_num_classes(raw) if raw is not None and task == "classify" else None) or 1000
     model = mod.build(name, num_classes=num_classes, img_size=img_size, task=task, sparsity=sparsity,
-                      state_dict=raw)
+                      state_dict=raw, norm_order=norm_order)
     if raw is not None:
         from vitdeploy.models.checkpoints import load_into
 

@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 
 from vitdeploy.errors import UserError
+from vitdeploy.models.size import as_size
 
 ALLOWED_RATIOS = tuple(i / 10 for i in range(9))  # 0.0 .. 0.8, the search space
 
@@ -44,16 +45,59 @@ def keep_count(nW: int, r: float) -> int:
     return int(nW * (1 - r))
 
 
-def stage_windows(img_size: int, depths_len: int = 4, window: int = WINDOW) -> list[tuple[int, int]]:
-    """Per stage: (token map side, number of windows); a map no larger than the window is one window."""
+@dataclass(frozen=True)
+class StageGeometry:
+    """One Swin stage's window geometry, per axis (the single source for swin.py, the sparsity
+    rules and the search). ``h``/``w``: token map; ``hp``/``wp``: padded to a multiple of the
+    window; ``wh``/``ww``: window; ``sh``/``sw``: shift of shifted blocks; ``nwh``/``nww``: window
+    grid. Along an axis where the map is no larger than the window, the window is the map and that
+    axis does not shift (timm's per-axis clamp, DESIGN decision 5 extended per axis)."""
+    stage: int
+    h: int
+    w: int
+    hp: int
+    wp: int
+    wh: int
+    ww: int
+    sh: int
+    sw: int
+    nwh: int
+    nww: int
+
+    @property
+    def n_windows(self) -> int:
+        return self.nwh * self.nww
+
+    @property
+    def tokens(self) -> int:
+        return self.wh * self.ww
+
+    @property
+    def padded(self) -> bool:
+        return (self.hp, self.wp) != (self.h, self.w)
+
+    @property
+    def shifted(self) -> bool:
+        return bool(self.sh or self.sw)
+
+
+def stage_geometry(img_size, depths_len: int = 4, window: int = WINDOW) -> list[StageGeometry]:
+    """Per stage geometry for an input ``img_size`` (int = square, or ImageSize)."""
+    size = as_size(img_size)
+    h, w = size.h // PATCH, size.w // PATCH
     out = []
-    side = img_size // PATCH
-    for _ in range(depths_len):
-        ws = min(window, side)
-        n = math.ceil(side / ws)
-        out.append((side, n * n))
-        side //= 2
+    for s in range(depths_len):
+        wh, ww = min(window, h), min(window, w)
+        sh, sw = (window // 2 if h > window else 0), (window // 2 if w > window else 0)
+        nwh, nww = math.ceil(h / wh), math.ceil(w / ww)
+        out.append(StageGeometry(s, h, w, nwh * wh, nww * ww, wh, ww, sh, sw, nwh, nww))
+        h, w = h // 2, w // 2
     return out
+
+
+def stage_windows(img_size, depths_len: int = 4, window: int = WINDOW) -> list[tuple[int, int]]:
+    """Per stage: (token map height, number of windows) -- ``stage_geometry`` condensed."""
+    return [(g.h, g.n_windows) for g in stage_geometry(img_size, depths_len, window)]
 
 
 @dataclass(frozen=True)
@@ -68,16 +112,18 @@ class SparsityConfig:
     def to_json(self) -> str:
         return json.dumps({"ratios": self.ratios}, separators=(",", ":"))
 
-    def validate_for(self, img_size: int, window: int = WINDOW) -> None:
-        """Reject blocks that would keep no window at this input resolution."""
-        wins = stage_windows(img_size, len(self.ratios), window)
-        for s, (stage, (side, nw)) in enumerate(zip(self.ratios, wins)):
+    def validate_for(self, img_size, window: int = WINDOW) -> None:
+        """Reject blocks that would keep no window at this input resolution (padded window grid)."""
+        size = as_size(img_size)
+        for g, stage in zip(stage_geometry(size, len(self.ratios), window), self.ratios):
+            nw = g.n_windows
             for j, r in enumerate(stage):
                 if r > 0 and keep_count(nw, r) < 1:
                     raise UserError(
-                        f"sparsity {self.source}: stage {s} block {j} ratio {r} keeps "
-                        f"int({nw}*(1-{r}))=0 of {nw} windows at img_size {img_size} "
-                        f"(map {side}x{side}); lower the ratio or use a larger image")
+                        f"sparsity {self.source}: stage {g.stage} block {j} ratio {r} keeps "
+                        f"int({nw}*(1-{r}))=0 of {nw} windows ({g.nwh}x{g.nww} grid of the padded "
+                        f"{g.hp}x{g.wp} map) at --img-size {size.label()}; lower the ratio or use a "
+                        f"larger image")
 
 
 def _canonical_ratio(value, where: str, source: str) -> float:
@@ -121,7 +167,7 @@ def validate_ratios(ratios, depths, source: str = "config") -> SparsityConfig:
     return SparsityConfig(out, source)
 
 
-def parse_sparsity(spec, depths, img_size: int | None = None) -> SparsityConfig | None:
+def parse_sparsity(spec, depths, img_size=None) -> SparsityConfig | None:
     """None | float | "0.3" | "cfg1".."cfg3" | path to ``{"ratios": [[...], ...]}`` -> config.
 
     With ``img_size`` the keep counts are checked too (no block may keep 0 windows).

@@ -38,7 +38,6 @@ contains no custom op at all.
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 
@@ -47,12 +46,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitdeploy.errors import UserError
-from vitdeploy.models.sparsity import SparsityConfig, keep_count, parse_sparsity
+from vitdeploy.models.size import ImageSize, as_size, check_multiple
+from vitdeploy.models.sparsity import SparsityConfig, StageGeometry, keep_count, parse_sparsity, stage_geometry
 from vitdeploy.models.window_ops import window_gather, window_scatter
 
 WINDOW = 7
 PATCH = 4
 MLP_RATIO = 4.0
+
+NORM_ORDERS = ("sparsevit", "timm")  # pad -> roll -> LN1 (SparseViT) | LN1 -> pad -> roll (timm, mmdet)
+SIZE_MULTIPLE = 32  # patch 4 and three 2x merges
+MIN_SIZE = 32
+
+
+def check_legal_size(size: ImageSize) -> None:
+    """Swin takes H and W that are multiples of 32 (patch 4, then three 2x patch merges)."""
+    check_multiple(size, SIZE_MULTIPLE, MIN_SIZE, "Swin/SparseViT", "patch 4 and three 2x patch merges")
+
 
 CONFIGS: dict[str, dict] = {
     "swin_t": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -63,29 +73,34 @@ CONFIGS: dict[str, dict] = {
 
 # ----------------------------------------------------------------------------------------- helpers
 
-def _partition(x: Tensor, ws: int) -> Tensor:
-    """(B, Hp, Wp, C) -> (B, nW, ws*ws, C), windows in row-major order."""
+def _partition(x: Tensor, wh: int, ww: int) -> Tensor:
+    """(B, Hp, Wp, C) -> (B, nW, wh*ww, C), windows in row-major order (nWh rows of nWw windows)."""
     B, Hp, Wp, C = x.shape
-    x = x.reshape(-1, Hp // ws, ws, Wp // ws, ws, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, (Hp // ws) * (Wp // ws), ws * ws, C)
+    x = x.reshape(-1, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, (Hp // wh) * (Wp // ww), wh * ww, C)
 
 
-def _relative_position_index(ws: int, table_window: int) -> Tensor:
-    """(N, N) indices into a ((2*table_window-1)^2, heads) table, for a ws x ws window."""
-    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+def _relative_position_index(wh: int, ww: int, table_window: int) -> Tensor:
+    """(N, N) indices into a ((2*table_window-1)^2, heads) table, for a wh x ww window (a window
+    smaller than the table's indexes its central part)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (table_window - 1)
     return rel[..., 0] * (2 * table_window - 1) + rel[..., 1]
 
 
-def _shift_mask(Hp: int, Wp: int, ws: int, shift: int) -> Tensor:
-    """(nW, N, N) additive mask (0 / -100) for the cyclically shifted padded map (Swin/SparseViT)."""
-    img = torch.zeros(1, Hp, Wp, 1)
-    cnt = 0
-    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-            img[:, hs, wsl, :] = cnt
-            cnt += 1
-    mw = _partition(img, ws)[0, :, :, 0]  # (nW, N)
+def _axis_regions(n: int, ws: int, shift: int) -> Tensor:
+    """Swin's three shift regions along one axis of the padded map (one region when not shifted)."""
+    p = torch.arange(n)
+    if not shift:
+        return torch.zeros(n, dtype=torch.long)
+    return (p >= n - ws).long() + (p >= n - shift).long()
+
+
+def _shift_mask(g: StageGeometry) -> Tensor:
+    """(nW, N, N) additive mask (0 / -100) for the cyclically shifted padded map (Swin/SparseViT),
+    over the *padded* size, per axis."""
+    lab = _axis_regions(g.hp, g.wh, g.sh)[:, None] * 3 + _axis_regions(g.wp, g.ww, g.sw)[None, :]
+    mw = _partition(lab.float().reshape(1, g.hp, g.wp, 1), g.wh, g.ww)[0, :, :, 0]  # (nW, N)
     mask = mw[:, None, :] - mw[:, :, None]
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
@@ -128,17 +143,17 @@ class Mlp(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, ws: int):
+    def __init__(self, dim: int, num_heads: int, wh: int, ww: int):
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.N = ws * ws
+        self.N = wh * ww
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * WINDOW - 1) ** 2, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         # Non-persistent: recomputed, never read from (or stale in) a checkpoint.
-        self.register_buffer("relative_position_index", _relative_position_index(ws, WINDOW).flatten(),
+        self.register_buffer("relative_position_index", _relative_position_index(wh, ww, WINDOW).flatten(),
                              persistent=False)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
@@ -158,39 +173,46 @@ class WindowAttention(nn.Module):
 
 
 class SwinTransformerBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, map_size: int, shifted: bool):
+    def __init__(self, dim: int, num_heads: int, geom: StageGeometry, shifted: bool):
         super().__init__()
-        self.ws = min(WINDOW, map_size)
-        # A map no larger than the window is one window: shifting would only wrap it (DESIGN 5).
-        self.shift = WINDOW // 2 if shifted and map_size > WINDOW else 0
-        self.H = self.W = map_size
-        self.Hp = self.Wp = math.ceil(map_size / self.ws) * self.ws
-        self.nW = (self.Hp // self.ws) * (self.Wp // self.ws)
+        g = geom
+        self.wh, self.ww = g.wh, g.ww
+        self.ws = g.wh if g.wh == g.ww else (g.wh, g.ww)  # kept for callers of the square API
+        # Along an axis no larger than the window there is one window: no shift there (DESIGN 5).
+        self.shift_hw = (g.sh, g.sw) if shifted else (0, 0)
+        self.shift = max(self.shift_hw)
+        self.H, self.W, self.Hp, self.Wp = g.h, g.w, g.hp, g.wp
+        self.nW = g.n_windows
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, num_heads, self.ws)
+        self.attn = WindowAttention(dim, num_heads, g.wh, g.ww)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * MLP_RATIO))
         if self.shift:
-            self.register_buffer("attn_mask", _shift_mask(self.Hp, self.Wp, self.ws, self.shift),
-                                 persistent=False)
+            self.register_buffer("attn_mask", _shift_mask(g), persistent=False)
         else:
             self.attn_mask = None
 
-    def _attend(self, y: Tensor, mask: Tensor | None) -> Tensor:
-        y = y + self.attn(self.norm1(y), mask)
+    def _attend(self, y: Tensor, mask: Tensor | None, ln_valid: Tensor | None = None) -> Tensor:
+        """LN1 -> W-MSA -> residual -> LN2 -> MLP -> residual on windows. ``ln_valid`` (timm/mmdet
+        order only): 0 on pad tokens, so LN1's output is zero there as if LN1 ran before padding;
+        None = SparseViT's order (pad first, pad tokens see LN1(0))."""
+        n = self.norm1(y)
+        if ln_valid is not None:
+            n = n * ln_valid
+        y = y + self.attn(n, mask)
         return y + self.mlp(self.norm2(y))
 
     def _kept_mask(self, idx: Tensor) -> Tensor | None:
         """The shift mask of the kept windows: a constant-data Gather on (nW, N, N), no per-sample copy."""
         if self.attn_mask is None:
             return None
-        N = self.ws * self.ws
+        N = self.wh * self.ww
         return self.attn_mask.index_select(0, idx.reshape(-1)).reshape(-1, idx.shape[1], N, N)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, ln_valid: Tensor | None = None) -> Tensor:
         """Dense: x is this block's windows (B, nW, N, C), padded/rolled/partitioned as the reference
         does (the stage brings them into this layout); returns the same layout."""
-        return self._attend(x, None if self.attn_mask is None else self.attn_mask.unsqueeze(0))
+        return self._attend(x, None if self.attn_mask is None else self.attn_mask.unsqueeze(0), ln_valid)
 
     def forward_kept(self, x: Tensor, idx: Tensor) -> Tensor:
         """Pruned, window form: only the windows `idx` (B, K) of x (B, nW, N, C) run; the others pass
@@ -202,41 +224,44 @@ class SwinTransformerBlock(nn.Module):
         (B, Hp*Wp, C); `rows` (B, K*N) are the map rows of the kept windows' tokens in window order,
         moved with the same gather/scatter ops as one-token windows; `valid` (B, K, N, 1) zeroes
         results on pad tokens so the map's pad stays zero (the reference re-pads every block)."""
-        K, N, C = idx.shape[1], self.ws * self.ws, x.shape[-1]
+        K, N, C = idx.shape[1], self.wh * self.ww, x.shape[-1]
         y = self._attend(window_gather(x.unsqueeze(2), rows).reshape(-1, K, N, C), self._kept_mask(idx))
         if valid is not None:
             y = y * valid
         return window_scatter(x.unsqueeze(2), rows, y.reshape(-1, K * N, 1, C)).squeeze(2)
 
 
-def _layout_source(Hp: int, Wp: int, ws: int, shift: int) -> Tensor:
+def _layout_source(g: StageGeometry, shifted: bool) -> Tensor:
     """For each window row of a layout, the padded-map position (r*Wp + c) it holds."""
-    pos = torch.arange(Hp * Wp).reshape(1, Hp, Wp, 1)
-    if shift:
-        pos = torch.roll(pos, shifts=(-shift, -shift), dims=(1, 2))
-    return _partition(pos, ws).reshape(-1)
+    pos = torch.arange(g.hp * g.wp).reshape(1, g.hp, g.wp, 1)
+    if shifted:
+        pos = torch.roll(pos, shifts=(-g.sh, -g.sw), dims=(1, 2))
+    return _partition(pos, g.wh, g.ww).reshape(-1)
 
 
 class SwinStage(nn.Module):
     """A stage's blocks on persistent window rows (module docstring): layout 0 is the regular
     partition of the padded map, layout 1 the shifted one."""
 
-    def __init__(self, dim_in: int, dim: int, depth: int, num_heads: int, map_size: int,
-                 downsample: bool, ratios: list[float]):
+    def __init__(self, dim_in: int, dim: int, depth: int, num_heads: int, geom: StageGeometry,
+                 downsample: bool, ratios: list[float], norm_order: str = "sparsevit"):
         super().__init__()
         self.downsample = PatchMerging(dim_in) if downsample else nn.Identity()
         self.blocks = nn.ModuleList(
-            SwinTransformerBlock(dim, num_heads, map_size, shifted=(j % 2 == 1)) for j in range(depth))
+            SwinTransformerBlock(dim, num_heads, geom, shifted=(j % 2 == 1)) for j in range(depth))
+        self.geom = geom
+        self.norm_order = norm_order
         b = self.blocks[0]
         nW = b.nW
         # Python ints: TopK's K must be a constant in the exported graph.
         self.keep: list[int | None] = [keep_count(nW, r) if r > 0 else None for r in ratios]
         self.H, self.W, self.Hp, self.Wp, self.ws, self.nW = b.H, b.W, b.Hp, b.Wp, b.ws, nW
-        self.padded = (b.Hp, b.Wp) != (b.H, b.W)
+        self.N = geom.tokens
+        self.padded = geom.padded
         shift = max(blk.shift for blk in self.blocks)
         n = b.Hp * b.Wp
         ident = torch.arange(n)
-        srcs = [_layout_source(b.Hp, b.Wp, b.ws, 0)] + ([_layout_source(b.Hp, b.Wp, b.ws, shift)] if shift else [])
+        srcs = [_layout_source(geom, False)] + ([_layout_source(geom, True)] if shift else [])
         invs = [torch.empty_like(s_).scatter_(0, s_, ident) for s_ in srcs]
         valid_pos = torch.arange(b.Hp)[:, None].mul(b.Wp).add(torch.arange(b.Wp))[: b.H, : b.W].reshape(-1)
         # Constant row permutations; None where a step is the identity (no node at all).
@@ -264,7 +289,7 @@ class SwinStage(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.downsample(x)
         C = x.shape[-1]
-        nW, N = self.nW, self.ws * self.ws
+        nW, N = self.nW, self.N
         if self.padded:
             x = F.pad(x, (0, 0, 0, self.Wp - self.W, 0, self.Hp - self.H))
         x = x.reshape(-1, self.Hp * self.Wp, C)
@@ -284,7 +309,10 @@ class SwinStage(nn.Module):
             cur = want
             k = self.keep[j]
             if k is None:
-                x = blk(x.reshape(-1, nW, N, C)).reshape(-1, nW * N, C)
+                ln_valid = None
+                if self.norm_order == "timm" and self.padded:
+                    ln_valid = getattr(self, f"valid_{cur}").reshape(nW, N, 1)
+                x = blk(x.reshape(-1, nW, N, C), ln_valid).reshape(-1, nW * N, C)
                 continue
             if act is None:  # once per stage, from the first pruned block's input (pad rows are 0)
                 act, act_layout = x.abs().mean(dim=-1), cur
@@ -305,7 +333,7 @@ class SwinStage(nn.Module):
     def _forward_pruned(self, x: Tensor) -> Tensor:
         """Every block pruned: stay on the padded token map. A block's only full-map pass is then
         the scatter's copy; no partition, relayout or reverse is executed at all."""
-        nW, N = self.nW, self.ws * self.ws
+        nW, N = self.nW, self.N
         act = x.abs().mean(dim=-1)  # first pruned block's input = the stage input; pad rows are 0
         index_sets: dict[int, Tensor] = {}
         for j, blk in enumerate(self.blocks):
@@ -327,14 +355,14 @@ class SwinStage(nn.Module):
 
 
 class SwinTransformer(nn.Module):
-    def __init__(self, embed_dim: int, depths, num_heads, num_classes: int = 1000, img_size: int = 224,
-                 task: str = "classify", sparsity: SparsityConfig | None = None, variant: str = "custom"):
+    def __init__(self, embed_dim: int, depths, num_heads, num_classes: int = 1000, img_size=224,
+                 task: str = "classify", sparsity: SparsityConfig | None = None, variant: str = "custom",
+                 norm_order: str | None = None):
         super().__init__()
         if task not in ("classify", "backbone"):
             raise UserError(f"task {task!r} is not supported by Swin; use classify or backbone")
-        if not isinstance(img_size, int) or img_size <= 0 or img_size % 32:
-            raise UserError(f"img_size {img_size} is not a positive multiple of 32 (Swin downsamples by 32); "
-                            f"use e.g. 224, 448 or 672")
+        size = as_size(img_size)
+        check_legal_size(size)
         depths = list(depths)
         if sparsity is not None and sparsity.is_dense:
             sparsity = None
@@ -342,10 +370,19 @@ class SwinTransformer(nn.Module):
             if [len(s) for s in sparsity.ratios] != depths:
                 raise UserError(f"sparsity config has depths {[len(s) for s in sparsity.ratios]}, "
                                 f"{variant} has {depths}; give one ratio per block")
-            sparsity.validate_for(img_size)
+            sparsity.validate_for(size)
+        if norm_order is None:
+            norm_order = "sparsevit" if sparsity is not None else "timm"
+        if norm_order not in NORM_ORDERS:
+            raise UserError(f"norm order {norm_order!r}: expected one of {', '.join(NORM_ORDERS)}")
+        if sparsity is not None and norm_order != "sparsevit":
+            raise UserError("a pruned (SparseViT) model follows SparseViT's pad -> roll -> LN1 order; "
+                            "--norm-order timm applies to dense models only")
+        self.norm_order = norm_order
         self.variant = variant
         self.task = task
-        self.img_size = img_size
+        self.img_size = size
+        self.geometry = stage_geometry(size, len(depths))
         self.num_classes = num_classes
         self.depths = depths
         self.sparsity = sparsity
@@ -353,11 +390,12 @@ class SwinTransformer(nn.Module):
         ratios = sparsity.ratios if sparsity is not None else [[0.0] * d for d in depths]
         dims = [embed_dim * 2 ** i for i in range(len(depths))]
         self.dims = dims
+        self.feature_strides = tuple(PATCH * 2 ** i for i in range(len(depths)))
         self.patch_embed = PatchEmbed(embed_dim)
         layers = []
         for i, (d, h) in enumerate(zip(depths, num_heads)):
-            layers.append(SwinStage(dims[i - 1] if i else embed_dim, dims[i], d, h,
-                                    img_size // PATCH // 2 ** i, downsample=i > 0, ratios=ratios[i]))
+            layers.append(SwinStage(dims[i - 1] if i else embed_dim, dims[i], d, h, self.geometry[i],
+                                    downsample=i > 0, ratios=ratios[i], norm_order=norm_order))
         self.layers = nn.Sequential(*layers)
         if task == "classify":
             self.norm = nn.LayerNorm(dims[-1])
@@ -400,30 +438,48 @@ class SwinTransformer(nn.Module):
         return tuple(self.forward_intermediates(x))
 
 
-def _build(embed_dim, depths, num_heads, variant, num_classes, img_size, task, sparsity) -> SwinTransformer:
+def _build(embed_dim, depths, num_heads, variant, num_classes, img_size, task, sparsity,
+           norm_order=None) -> SwinTransformer:
     return SwinTransformer(embed_dim, depths, num_heads, num_classes=num_classes, img_size=img_size,
-                           task=task, sparsity=sparsity, variant=variant)
+                           task=task, sparsity=sparsity, variant=variant, norm_order=norm_order)
 
 
-def build_swin(name: str, num_classes: int = 1000, img_size: int = 224, task: str = "classify",
-               sparsity: SparsityConfig | None = None) -> SwinTransformer:
+def build_swin(name: str, num_classes: int = 1000, img_size=224, task: str = "classify",
+               sparsity: SparsityConfig | None = None, norm_order: str | None = None) -> SwinTransformer:
     """Swin-T/S/B (a SparseViT when ``sparsity`` has a non-zero ratio), random weights, eval mode."""
     if name not in CONFIGS:
         raise UserError(f"unknown Swin variant {name!r}; choose one of {', '.join(CONFIGS)}")
     c = CONFIGS[name]
     return _build(c["embed_dim"], c["depths"], c["num_heads"], name, num_classes, img_size, task,
-                  sparsity).eval()
+                  sparsity, norm_order).eval()
 
 
-def build(name: str, *, num_classes: int, img_size: int, task: str = "classify", sparsity=None,
-          state_dict=None) -> SwinTransformer:
+def default_norm_order(sparsity, state_dict=None) -> str:
+    """Pruned: SparseViT's (pad -> roll -> LN1). Dense: the family the checkpoint came from -- an
+    mmdet/SparseViT-layout file is taken as SparseViT's (its own dense model is ratio 0 of the same
+    code), timm/Microsoft layouts and random weights as timm's (LN1 -> pad). ``--norm-order``
+    overrides it where the file cannot tell (an mmdet Swin detector is LN1-first)."""
+    if sparsity is not None and not getattr(sparsity, "is_dense", False):
+        return "sparsevit"
+    if state_dict is not None and detect_format(state_dict) == "mmdet":
+        return "sparsevit"
+    return "timm"
+
+
+def build(name: str, *, num_classes: int, img_size, task: str = "classify", sparsity=None,
+          state_dict=None, norm_order: str | None = None) -> SwinTransformer:
     """The registry's builder (one signature for every family). `sparsity` is a spec (None, float,
-    preset name, JSON path) or a parsed SparsityConfig; the state dict is not needed to build."""
+    preset name, JSON path) or a parsed SparsityConfig; the state dict only decides the dense norm
+    order (``default_norm_order``)."""
     if name not in CONFIGS:
         raise UserError(f"unknown Swin variant {name!r}; choose one of {', '.join(CONFIGS)}")
+    check_legal_size(as_size(img_size))
     if sparsity is not None and not isinstance(sparsity, SparsityConfig):
         sparsity = parse_sparsity(sparsity, CONFIGS[name]["depths"], img_size=img_size)
-    return build_swin(name, num_classes=num_classes, img_size=img_size, task=task, sparsity=sparsity)
+    if norm_order is None:
+        norm_order = default_norm_order(sparsity, state_dict)
+    return build_swin(name, num_classes=num_classes, img_size=img_size, task=task, sparsity=sparsity,
+                      norm_order=norm_order)
 
 
 # ------------------------------------------------------------------------------------- checkpoints

@@ -50,8 +50,9 @@ def stage_module(model, s: int, ratios: Sequence[float]):
 
     layer = model.layers[s]
     dim_in = model.dims[s - 1] if s else model.dims[0]
-    st = SwinStage(dim_in, model.dims[s], len(ratios), layer.blocks[0].attn.num_heads, layer.H,
-                   downsample=s > 0, ratios=list(ratios))
+    st = SwinStage(dim_in, model.dims[s], len(ratios), layer.blocks[0].attn.num_heads, layer.geom,
+                   downsample=s > 0, ratios=list(ratios),
+                   norm_order="sparsevit" if any(r > 0 for r in ratios) else layer.norm_order)
     src = layer.state_dict()
     depth = len(layer.blocks)
 

@@ -39,15 +39,18 @@ def search_paths(out: os.PathLike) -> Dict[str, Path]:
 
 # ----------------------------------------------------------------------------------- inputs
 
-def calibration_inputs(img_size: int, spec, *, images=None, labels=None, num_images: int = 8,
-                       warn: Progress = lambda m: None):
+def calibration_inputs(img_size, spec, *, images=None, labels=None, num_images: int = 8,
+                       warn: Progress = lambda m: None, resize: str = "crop"):
     """(images [N,3,H,W], labels or None, description), preprocessed as `spec` (the model's ModelSpec)
     says the export does. ``labels`` is an ImageFolder directory."""
     from vitdeploy.models.preprocess import list_images, preprocess_images, random_images
 
     def prep(files):
+        from vitdeploy.models.preprocess import DETECTION_INTERPOLATION
+
         return preprocess_images(files, img_size, spec.mean, spec.std, crop_pct=spec.crop_pct,
-                                 interpolation=spec.interpolation)
+                                 interpolation=spec.interpolation if resize == "crop" else DETECTION_INTERPOLATION,
+                                 resize=resize)
 
     if num_images < 1:
         raise UserError(f"--num-images must be >= 1, not {num_images}")
@@ -112,14 +115,15 @@ def _budget(budget, budget_ms, macs_budget) -> Dict[str, float]:
 
 # ----------------------------------------------------------------------------------- the job
 
-def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: Optional[int] = None,
+def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size=None,
                task: str = "backbone", budget: Optional[float] = None, budget_ms: Optional[float] = None,
                macs_budget: Optional[float] = None, backend: str = "ort", threads: Optional[int] = None,
                batch: int = 1, images=None, labels=None, num_images: int = 8, seed: int = 0,
                time_limit: Optional[float] = None, generations: int = 6, population: int = 32, parents: int = 8,
                mutation_prob: float = 0.1, resume=None, top_k: int = 3, ratio_choices: Optional[Sequence[float]] = None,
                warmup: int = 3, iters: int = 10, cache_mb: float = 2048, plot: bool = True, model=None,
-               table_from=None, progress: Progress = lambda m: None) -> Dict[str, object]:
+               table_from=None, resize: Optional[str] = None,
+               progress: Progress = lambda m: None) -> Dict[str, object]:
     """Returns the dict written to OUT.json; raises UserError (exit 2) / CheckFailed (exit 1).
 
     ``model`` (tests, benchmarks): a ready dense SwinTransformer to search instead of building
@@ -146,20 +150,26 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
     if population < 2 or parents < 1 or generations < 0 or not 0 <= mutation_prob <= 1:
         raise UserError("need --population >= 2, --parents >= 1, --generations >= 0, 0 <= mutation prob <= 1")
     set_threads(threads)
-    img_size = img_size or (model.img_size if model is not None else spec.default_img_size)
+    from vitdeploy.models.preprocess import check_resize
+    from vitdeploy.models.registry import check_size
+
+    img_size = check_size(model_name, img_size or (model.img_size if model is not None else spec.default_img_size))
+    resize = check_resize(resize) if resize is not None else spec.default_resize(task)
+    # JSON: an int when square, so search files written before H x W resume and compare unchanged
+    size_json = img_size.h if img_size.is_square else str(img_size)
 
     # 1-2. dense model, calibration inputs
     if model is None:
         from vitdeploy.jobs import build_reference
 
-        progress(f"[1/5] building {model_name} ({task}) at {img_size}x{img_size}"
+        progress(f"[1/5] building {model_name} ({task}) at {img_size.label()}"
                  + (f" from {checkpoint}" if checkpoint else ""))
         model = build_reference(model_name, checkpoint=checkpoint, img_size=img_size, task=task, warn=progress)
     x, y, calib = calibration_inputs(img_size, spec, images=images, labels=labels,
-                                     num_images=num_images, warn=progress)
+                                     num_images=num_images, warn=progress, resize=resize)
     space = SearchSpace.for_model(model.depths, img_size, *(() if ratio_choices is None else (ratio_choices,)))
     progress(f"search space: {space.describe()}; fidelity on {calib}")
-    settings = {"model": model_name, "task": task, "img_size": img_size,
+    settings = {"model": model_name, "task": task, "img_size": size_json,
                 "checkpoint": str(checkpoint) if checkpoint else None,
                 "checkpoint_sha256": _sha(checkpoint), **be.to_dict(), "seed": seed, "calibration": calib,
                 "num_images": int(len(x)), "choices": [list(c) for c in space.choices]}
@@ -310,7 +320,7 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size: 
             from vitdeploy.search.plot import plot_search
 
             plot_search(paths["png"], evo.history, refs, chosen.genes, space, final_limit, dense_final,
-                        title=f"{model_name} {img_size}px {task} on {backend}")
+                        title=f"{model_name} {img_size.label()} {task} on {backend}")
         progress(f"[5/5] wrote {paths['json']}, {paths['search']}" + (f", {paths['png']}" if plot else ""))
         result["_front_table"] = front_table(evo.history, refs, chosen.genes, space, final_limit)
         return result

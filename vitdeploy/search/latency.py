@@ -213,9 +213,9 @@ class LatencyTable:
 
 def _stage_input(model, s: int, batch: int) -> np.ndarray:
     layer = model.layers[s]
-    side = layer.H * (2 if s else 1)
+    f = 2 if s else 1  # stages 1-3 take the previous stage's map (before their patch merging)
     dim = model.dims[s - 1] if s else model.dims[0]
-    return np.random.default_rng(s).standard_normal((batch, side, side, dim)).astype(np.float32)
+    return np.random.default_rng(s).standard_normal((batch, layer.H * f, layer.W * f, dim)).astype(np.float32)
 
 
 def measure_table(model, space: SearchSpace, backend: Backend, workdir: Path, e2e: "EndToEnd",

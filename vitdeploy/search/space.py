@@ -31,11 +31,11 @@ Genes = Tuple[int, ...]  # ratio tenths per block pair, stage by stage
 @dataclass(frozen=True)
 class SearchSpace:
     depths: Tuple[int, ...]
-    img_size: int
+    img_size: object  # ImageSize (or an int: square)
     choices: Tuple[Tuple[int, ...], ...]  # allowed tenths per stage
 
     @classmethod
-    def for_model(cls, depths: Sequence[int], img_size: int,
+    def for_model(cls, depths: Sequence[int], img_size,
                   ratios: Sequence[float] = ALLOWED_RATIOS) -> "SearchSpace":
         """``ratios`` restricts the choices (tests, quick runs); default the official 0..0.8."""
         depths = tuple(int(d) for d in depths)

@@ -125,6 +125,9 @@ def _model_config_pb2():
     return model_config_pb2, text_format
 
 
+PREPROCESS_KEYS = ("img_size", "resize", "mean", "std", "crop_pct", "interpolation", "task")
+
+
 def build_config(info: ArtifactInfo, *, max_batch: int, instances: int, preferred: Sequence[int],
                  max_queue_delay_us: int):
     """The model's config as Triton's own `ModelConfig` message (so only real fields can be set)."""
@@ -140,6 +143,9 @@ def build_config(info: ArtifactInfo, *, max_batch: int, instances: int, preferre
     if batched:
         cfg.dynamic_batching.preferred_batch_size.extend(int(p) for p in preferred)
         cfg.dynamic_batching.max_queue_delay_microseconds = int(max_queue_delay_us)
+    for k in PREPROCESS_KEYS:  # how a client must preprocess (size, resize mode, normalisation): issue 16
+        if k in info.metadata:
+            cfg.parameters[f"vitdeploy.{k}"].string_value = str(info.metadata[k])
     group = cfg.instance_group.add(count=instances)
     if info.kind == "engine":
         group.kind = pb.ModelInstanceGroup.KIND_GPU  # TensorRT plans only run on the GPU they were built for
