@@ -3,7 +3,8 @@
 1. tier 2: `pytest -m "gpu and not tensorrt"` (the CUDA kernels against the NumPy oracle);
 2. benchmarks/window_ops_gpu.py: kernel bandwidth as a share of a device copy, per shape and dtype;
 3. tier 3: `pytest -m tensorrt`, only where `import tensorrt` works (a lent GPU machine has torch, nvcc
-   and a GPU, but usually no TensorRT: then tier 3 is reported as not run, with the reason).
+   and a GPU, but usually no TensorRT: then tier 3 is reported as not run, with the reason);
+4. RTX engines: whether this GPU runs them, in one line (on H100/H200: no, RTX has no sm_90 target).
 
 Writes DIR/gpu_check.json and DIR/gpu_check.md (test counts, the bandwidth table and its verdict),
 plus each step's junit XML / JSON / log. Budget: 8 minutes on one H200 (the steps' timeouts add up
@@ -54,6 +55,33 @@ def _tensorrt_missing() -> str | None:
         return "TensorRT is not installed (import tensorrt fails)"
     proc = subprocess.run([sys.executable, "-c", "import tensorrt"], capture_output=True, text=True)
     return None if proc.returncode == 0 else f"import tensorrt fails: {proc.stderr.strip().splitlines()[-1:]}"
+
+
+def _rtx_engines(out: Path, capability: str, timeout: float) -> dict:
+    """Can this GPU run TensorRT-for-RTX engines? Where tensorrt_rtx is installed, the answer comes from
+    `vitdeploy validate` of a real engine (IRuntime.get_engine_validity); otherwise from the compute
+    capability (RTX has no 9.x target: H100/H200 run enterprise TensorRT engines only)."""
+    if importlib.util.find_spec("tensorrt_rtx") is None:
+        why = (f"compute capability {capability}: TensorRT for RTX has no sm_90 target (H100/H200 need enterprise "
+               "TensorRT)" if capability.startswith("9.") else "tensorrt_rtx is not installed")
+        return {"not_run": why, "ok": True}
+    cli = [sys.executable, "-m", "vitdeploy.cli", "--quiet"]
+    onnx, engine = out / "rtx_m0.onnx", out / "rtx_m0.engine"
+    steps = [[*cli, "export", "efficientvit_m0", "-o", str(onnx), "--no-validate"],
+             [*cli, "build", str(onnx), "-o", str(engine), "--tensorrt", "rtx"],
+             [*cli, "validate", str(engine)]]
+    t0 = time.monotonic()
+    for cmd in steps:
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            return {"failed": f"{cmd[4]} took over {timeout:.0f} s", "ok": False}
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            # exit 2 from validate is the host check's one line (e.g. the engine's targets exclude this GPU)
+            return {"not_run" if proc.returncode == 2 else "failed": last, "rc": proc.returncode,
+                    "ok": proc.returncode == 2, "seconds": round(time.monotonic() - t0, 1)}
+    return {"ok": True, "validated": True, "seconds": round(time.monotonic() - t0, 1)}
 
 
 def _run(cmd, log: Path, timeout: float) -> dict:
@@ -111,6 +139,9 @@ def _markdown(summary: dict) -> str:
             lines.append(f"| {name} (`-m {s['marker']}`) | {'ok' if s['ok'] else 'FAILED'} (rc {s['rc']}) | "
                          f"{s.get('passed', '?')} | {s.get('failures', '?')} | {s.get('errors', '?')} | "
                          f"{s.get('skipped', '?')} | {s['seconds']} |")
+    rtx = summary["steps"]["rtx_engines"]
+    lines.append(f"| RTX engine | {'validated' if rtx.get('validated') else rtx.get('not_run') or rtx.get('failed')} "
+                 f"| | | | | {rtx.get('seconds', '')} |")
     bw = summary["steps"]["bandwidth"]
     lines += ["", "## Kernel bandwidth (benchmarks/window_ops_gpu.py)", ""]
     if "rows" in bw:
@@ -141,6 +172,7 @@ def main(argv=None) -> int:
     trt_missing = _tensorrt_missing()
     steps["tier3"] = ({"not_run": trt_missing, "ok": True} if trt_missing
                       else _pytest("tensorrt", "tier3", out, max(60.0, BUDGET_S - (time.monotonic() - t0))))
+    steps["rtx_engines"] = _rtx_engines(out, f"{props.major}.{props.minor}", 300)
     summary = {"device": props.name, "capability": f"{props.major}.{props.minor}", "torch": torch.__version__,
                "seconds": round(time.monotonic() - t0, 1), "steps": steps,
                "ok": all(s["ok"] for s in steps.values())}
