@@ -27,7 +27,7 @@ def test_bad_sizes_exit_2_one_line_nothing_written(tmp_path, args, needle):
 
 def test_hxw_export_info_validate(tmp_path):
     out = tmp_path / "m0.onnx"
-    res = run("export", "efficientvit_m0", "--task", "backbone", "--img-size", "256x320", "-o", out)
+    res = run("export", "efficientvit_m0", "--task", "backbone", "--img-size", "256x320", "-o", out, timeout=1800)
     assert res.returncode == 0, res.stderr[-2000:]
     info = run("info", out, "--json")
     assert info.returncode == 0, info.stderr[-2000:]
