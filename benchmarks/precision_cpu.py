@@ -15,6 +15,12 @@ min cosine over outputs; top-1 agreement for classifiers. Weights are random (sp
 depend on them); calibration uses random inputs too.
 
     .venv/bin/python benchmarks/precision_cpu.py [--only efficientvit|swin] [--rounds 3]
+
+`--held-out 224 448` instead: Swin-T dense backbone int8 (TensorRT flavour) calibrated on 8 smooth
+random images and compared per feature map with fp32 on 8 *other* such images: the settings before
+issue 18 (calibrated ranges as they are), the default since (activation ranges x1.5), and the
+option of keeping the attention output projections float; timed side by side with fp32
+(round-robin, batch 1, 2 threads).
 """
 
 from __future__ import annotations
@@ -108,6 +114,81 @@ def _measure(variants, batch, threads, img, iters, rounds, classify):
     return rows
 
 
+def smooth_images(d: Path, n: int, size: int, seed: int) -> Path:
+    """Smooth random RGB images: 4x4 random colours, bicubic-upsampled (as tests/test_quantize.py)."""
+    from PIL import Image
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        lo = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+        lo.resize((size + 32, size + 32), Image.BICUBIC).save(d / f"im{i}.png")
+    return d
+
+
+def held_out(img: int, tmp: Path, rounds: int, iters: int):
+    """Rows (variant, per-map cosine on held-out images, median/fastest ms, ratios vs fp32)."""
+    from vitdeploy.models.registry import get_spec
+
+    spec = get_spec("swin_t")
+    p = tmp / f"swin_t_{img}.onnx"
+    jobs.export("swin_t", p, img_size=img, task="backbone", validate=False)
+    cal, _ = quantize.calibration_inputs(smooth_images(tmp / f"cal{img}", 8, img, 0), 8, img, spec.mean, spec.std)
+    held, _ = quantize.calibration_inputs(smooth_images(tmp / f"held{img}", 8, img, 100), 8, img, spec.mean,
+                                          spec.std)
+    proto = onnx.load(str(p))
+    ranges = quantize.calibrate(proto, cal, batch=quantize.calib_batch_for(img))
+    paths = {"fp32": p}
+    for i, (name, kw) in enumerate((("int8 before (no headroom)", {"headroom": 1.0}),
+                                    ("int8 after (headroom 1.5x)", {}),
+                                    ("int8 + float attn-out", {"float_attention_output": True}))):
+        res = quantize.quantize_with_images(proto, cal, tensors_range=ranges, **kw)
+        paths[name] = tmp / f"swin_t_{img}_{i}.onnx"
+        onnx.save(res.model, str(paths[name]))
+    set_threads(2)
+    runners = {k: OrtRunner(str(v), threads=2) for k, v in paths.items()}
+    ref = runners["fp32"].infer({"images": held})
+    cos = {k: [_cos(ref[n], r.infer({"images": held})[n]) for n in sorted(ref)] for k, r in runners.items()}
+    x = {"images": held[:1]}
+    times = {k: [] for k in runners}
+    load = os.getloadavg()
+    for r in runners.values():
+        r.infer(x)
+    for _ in range(rounds):
+        for k, r in runners.items():
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                r.infer(x)
+                times[k].append(time.perf_counter() - t0)
+    for r in runners.values():
+        r.close()
+    rows = []
+    for k in runners:
+        rows.append({"img_size": img, "variant": k, "cosine_per_map": cos[k],
+                     "median_ms": 1e3 * np.median(times[k]), "min_ms": 1e3 * np.min(times[k]),
+                     "speedup_vs_fp32": np.median(times["fp32"]) / np.median(times[k]),
+                     "speedup_vs_fp32_min": np.min(times["fp32"]) / np.min(times[k]), "iters": len(times[k]),
+                     "load_avg_1_5_15": [load, os.getloadavg()]})
+    return rows
+
+
+def main_held_out(sizes, rounds, iters, out: Path):
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vd-heldout-") as tmp:
+        for img in sizes:
+            for r in held_out(img, Path(tmp), rounds, iters):
+                rows.append(r)
+                print(f"{img} {r['variant']:<27} cos {' / '.join(f'{c:.5f}' for c in r['cosine_per_map'])}  "
+                      f"{r['median_ms']:8.1f} ms  {r['speedup_vs_fp32']:.2f}x (fastest {r['speedup_vs_fp32_min']:.2f}x)"
+                      f"  load {r['load_avg_1_5_15'][0][0]:.1f}->{r['load_avg_1_5_15'][1][0]:.1f}", flush=True)
+    from vitdeploy.fileio import atomic_write_json
+
+    atomic_write_json(out, {"protocol": "calibrate on 8 smooth random images (seed 0), compare on 8 others (seed 100)",
+                            "rows": [{k: (float(v) if isinstance(v, np.floating) else v) for k, v in r.items()}
+                                     for r in rows]})
+    print(f"wrote {out}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=("efficientvit", "swin"), default=None)
@@ -115,7 +196,12 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=3, help="iterations per variant per round (x4 at batch 1, 224 px)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "precision_cpu.json"))
+    ap.add_argument("--held-out", type=int, nargs="+", metavar="PX",
+                    help="only the held-out-image int8 check of Swin-T dense at these sizes (see above)")
     args = ap.parse_args(argv)
+    if args.held_out:
+        return main_held_out(args.held_out, args.rounds, args.iters,
+                             ROOT / "benchmarks" / "results" / "precision_heldout_cpu.json")
     load_before = os.getloadavg()
     rows = []
     t_start = time.time()

@@ -189,6 +189,9 @@ def test_every_qdq_follows_tensorrt_rules(quantized, exports, key, precision):
     # every Conv/MatMul/Gemm of the float graph is quantized (none excluded by default)
     fp32 = onnx.load(str(exports[key][0]))
     assert sum(res.quantized_nodes.values()) == sum(n.op_type in MATMUL_LIKE for n in fp32.graph.node)
+    assert res.float_nodes == {} and res.headroom == quantize.ACTIVATION_HEADROOM
+    # the optional float attention output projections: one per Swin block, none in EfficientViT
+    assert len(quantize.attention_output_matmuls(fp32)) == {"m0": 0, "swin": 12, "swin_dense": 12}[key]
     if precision == "fp8":
         assert quantize.ai_onnx_opset(model) >= 19
     if key == "swin":  # the window ops and their functions survive, unquantized
@@ -221,10 +224,10 @@ def test_calibrated_ranges_are_recorded(quantized):
     assert "images" in s["ranges"]  # the input is quantized for the patch-embedding Conv
     lo, hi = s["ranges"]["images"]
     x = random_images(8, 224, seed=1)
-    # symmetric percentile 99.999 of |x| over the calibration images (ORT: 2048-bin histogram)
-    assert lo == -hi
-    assert max(-lo, hi) == pytest.approx(np.percentile(np.abs(x), 99.999), rel=0.02)
-    assert max(-lo, hi) < np.abs(x).max()  # the outliers are clipped
+    # symmetric percentile 99.999 of |x| over the calibration images (ORT: 2048-bin histogram),
+    # widened by the activation headroom (what the Q/DQ scales use is what is recorded)
+    assert lo == -hi and s["headroom"] == quantize.ACTIVATION_HEADROOM == 1.5
+    assert max(-lo, hi) == pytest.approx(1.5 * np.percentile(np.abs(x), 99.999), rel=0.02)
 
 
 # ----------------------------------------------------------------------------- parity on ORT CPU
@@ -295,6 +298,55 @@ def test_parity_detects_a_broken_quantized_layer(quantized, exports):
 def _cos(a, b):
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# Held-out images (issue 18 point 4): calibrate on 8 smooth random images, compare on 8 others.
+# With these images 224 does NOT show the issue's gap under the 0.999 gate (the old settings gave
+# 0.99910 on the last map here, 0.99914 at 448; the issue's own images gave 0.99898 at 448), so
+# the test asks for the headroom the new default buys: >= 0.99925 per map (measured 0.99931 with
+# the 1.5x activation headroom at 224), which the old settings (no headroom: 0.99910) fail.
+HELD_OUT_MIN_COSINE = 0.99925
+
+
+def smooth_images(d: Path, n: int, size: int, seed: int) -> Path:
+    """Smooth random RGB images: 4x4 random colours, bicubic-upsampled (no noise)."""
+    from PIL import Image
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        lo = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+        lo.resize((size + 32, size + 32), Image.BICUBIC).save(d / f"im{i}.png")
+    return d
+
+
+def test_int8_holds_cosine_on_images_it_was_not_calibrated_on(exports, tmp_path):
+    from vitdeploy.engines.runners import OrtRunner
+    from vitdeploy.models.registry import get_spec
+
+    p, _, _, img = exports["swin_dense"]
+    spec = get_spec("swin_t")
+    cal, _ = quantize.calibration_inputs(smooth_images(tmp_path / "cal", 8, img, 0), 8, img, spec.mean, spec.std)
+    held, _ = quantize.calibration_inputs(smooth_images(tmp_path / "held", 8, img, 100), 8, img, spec.mean,
+                                          spec.std)
+    proto = onnx.load(str(p))
+    ranges = quantize.calibrate(proto, cal, batch=4)  # the export's default method (percentile)
+    ref = OrtRunner(str(p), threads=2).infer({"images": held})
+
+    def per_map_cosine(name, **kw):
+        res = quantize.quantize_with_images(proto, cal, tensors_range=ranges, **kw)
+        q = tmp_path / f"q_{name}.onnx"
+        onnx.save(res.model, str(q))
+        got = OrtRunner(str(q), threads=2).infer({"images": held})
+        return res, [_cos(ref[k], got[k]) for k in sorted(ref)]
+
+    res, cos = per_map_cosine("default")
+    assert res.headroom == 1.5 and res.float_nodes == {}
+    assert min(cos) >= HELD_OUT_MIN_COSINE, cos
+    _, old = per_map_cosine("old", headroom=1.0)  # the settings before issue 18: the test tells them apart
+    assert min(old) < HELD_OUT_MIN_COSINE, old
+    res, more = per_map_cosine("float_attention_output", float_attention_output=True)  # the accuracy option
+    assert res.float_nodes == {"MatMul": 12} and min(more) > min(cos), (more, cos)
 
 
 def test_fp8_runs_on_ort_cpu_as_reference_ops(quantized, exports):

@@ -229,13 +229,13 @@ def test_same_seed_same_search_and_resume_continues_it(searched, dense):
     assert hist(a) == hist(b)
     assert hist(a) != hist(c)
     first = run(3, 1)
-    state = first.state()
+    saved = json.loads(json.dumps({"state": first.state(),  # what OUT.search.json holds
+                                   "candidates": [c.to_dict(sp) for c in first.history.values()]}))
     resumed = _evolution(dense, table, sp, 3, x)
-    resumed.history, resumed.population = dict(first.history), [tuple(g) for g in state["population"]]
-    resumed.generation = state["generation"]
-    resumed.rng.bit_generator.state = state["rng_state"]
+    resumed.restore(saved)
     resumed.run(seeds, 3)
     assert list(resumed.history) == list(a.history)
+    assert hist(resumed) == hist(a)
 
 
 def test_ctrl_c_keeps_what_was_evaluated(dense):

@@ -231,17 +231,10 @@ def _precision_pass(proto, req: ExportRequest, progress: Progress):
         res = quantize.quantize_onnx(proto, precision=req.precision, calib_images=req.calib_images,
                                      calib_num=req.calib_num, method=req.calib_method, target=req.target,
                                      mean=spec.mean, std=spec.std, crop_pct=spec.crop_pct,
-                                     interpolation=_interpolation(req), progress=progress,
+                                     interpolation=req.spec.interpolation_for(req.resize), progress=progress,
                                      img_size=req.img_size, resize=req.resize)
         return res.model, res.summary()
     return proto, None
-
-
-def _interpolation(req: ExportRequest) -> str:
-    """crop: the classifier's (timm pretrained_cfg); keep-ratio/stretch: mmdet's Resize (bilinear)."""
-    from vitdeploy.models.preprocess import DETECTION_INTERPOLATION
-
-    return req.spec.interpolation if req.resize == "crop" else DETECTION_INTERPOLATION
 
 
 def _export_metadata(req: ExportRequest, ckpt_sha: str, sparsity_cfg, num_classes: int, ref=None) -> Dict[str, str]:
@@ -250,7 +243,7 @@ def _export_metadata(req: ExportRequest, ckpt_sha: str, sparsity_cfg, num_classe
     meta = {"version": __version__, "model": req.model, "task": req.task, "img_size": str(req.img_size),
             "sparsity": "null" if dense else sparsity_cfg.to_json(), "precision": req.precision,
             "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
-            "crop_pct": str(spec.crop_pct), "interpolation": _interpolation(req), "resize": req.resize,
+            "crop_pct": str(spec.crop_pct), "interpolation": spec.interpolation_for(req.resize), "resize": req.resize,
             "checkpoint_sha256": ckpt_sha, "num_classes": str(num_classes)}
     if getattr(ref, "norm_order", None):  # Swin: which pad/LN1 order the export computes (issue 16)
         meta["norm_order"] = ref.norm_order

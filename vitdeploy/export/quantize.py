@@ -53,6 +53,18 @@ CUSTOM_DOMAIN = "vitdeploy"
 # all give 0.9996-0.9999, so percentile costs nothing where min/max is already fine.
 DEFAULT_METHOD = "percentile"
 DEFAULT_CALIB_NUM = 32
+# Images the model was not calibrated on reach past the calibrated ranges: every activation range
+# gets ACTIVATION_HEADROOM (x the calibrated amax; free at run time). Measured on a dense Swin-T
+# backbone (random weights, 8 smooth random calibration images, 8 *other* images, last feature
+# map's cosine to fp32 at 224): 0.99910 without, 0.99928 / 0.99931 / 0.99916 with 1.25x / 1.5x /
+# 2x (2x loses resolution); min/max instead of percentile 0.99919 at 448.
+# The most sensitive matmul is the attention's output projection (the weight MatMul reading
+# softmax(QK^T)V): keeping its 12 instances float (FLOAT_ATTENTION_OUTPUT) gave 0.99937, with
+# the headroom 0.99948, but costs speed (ORT CPU b1: int8 1.43x -> 1.30x of fp32 at 224, loaded
+# machine), so it is an option, not the default. README "INT8 on images it was not calibrated on".
+ACTIVATION_HEADROOM = 1.5
+FLOAT_ATTENTION_OUTPUT = False
+_SHAPE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
 
 
 @dataclass
@@ -66,10 +78,12 @@ class QuantizeResult:
     quantized_nodes: Dict[str, int]  # op type -> count
     float_nodes: Dict[str, int] = field(default_factory=dict)  # Conv/MatMul/Gemm left float
     source: str = ""
+    headroom: float = 1.0  # the calibrated activation ranges were widened by this factor
 
     def summary(self) -> dict:
         return {"precision": self.precision, "target": self.target, "method": self.method,
-                "num_images": self.num_images, "source": self.source, "quantized_nodes": self.quantized_nodes,
+                "num_images": self.num_images, "headroom": self.headroom, "source": self.source,
+                "quantized_nodes": self.quantized_nodes,
                 "float_nodes": self.float_nodes, "ranges": self.ranges}
 
 
@@ -99,37 +113,40 @@ def _check_readable(files: List[Path]) -> None:
             raise UserError(f"--calib-images: cannot read {f}: {e}")
 
 
-def calibration_files(calib_dir, calib_num: int) -> List[Path]:
+def calibration_files(calib_dir, calib_num: int, flag: str = "--calib-images") -> List[Path]:
+    """The first ``calib_num`` images (sorted) of ``calib_dir``; ``flag`` names it in errors."""
     from vitdeploy.models.preprocess import IMAGE_SUFFIXES
 
     p = Path(calib_dir)
     if not p.is_dir():
-        raise UserError(f"--calib-images: {p} is not a directory")
+        raise UserError(f"{flag}: {p} is not a directory")
     try:
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
     except OSError as e:
-        raise UserError(f"--calib-images: cannot read {p}: {e.strerror or e}")
+        raise UserError(f"{flag}: cannot read {p}: {e.strerror or e}")
     if not files:
-        raise UserError(f"--calib-images: no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+        raise UserError(f"{flag}: no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
     return files[:calib_num]
 
 
 def calibration_inputs(calib_images, calib_num: int, img_size, mean, std, crop_pct: float = DEFAULT_CROP_PCT,
                        interpolation: str = DEFAULT_INTERPOLATION, warn: Callable[[str], None] = lambda m: None,
-                       resize: str = "crop"):
-    """(images [N,3,H,W], description): the export's own preprocessing, or random inputs (warned)."""
+                       resize: str = "crop", flag: str = "--calib-images"):
+    """(images [N,3,H,W], description): the export's own preprocessing, or random inputs (warned).
+    Also the search's calibration images (``flag="--images"``): one definition of "the first N
+    images of DIR, preprocessed as the export does"."""
     from vitdeploy.models.preprocess import preprocess_images, random_images
 
     if calib_images is None:
         warn(f"warning: no --calib-images: calibrating on {calib_num} random inputs; the int8/fp8 ranges "
              "will not match real images (pass --calib-images DIR for a deployable model)")
         return random_images(calib_num, img_size, seed=1), f"{calib_num} random inputs (seed 1)"
-    files = calibration_files(calib_images, calib_num)
+    files = calibration_files(calib_images, calib_num, flag)
     try:
         x = preprocess_images(files, img_size, mean, std, crop_pct=crop_pct, interpolation=interpolation,
                               resize=resize)
     except UserError as e:
-        raise UserError(str(e).replace("--images:", "--calib-images:", 1))
+        raise UserError(str(e).replace("--images:", f"{flag}:", 1))
     return x, f"{len(files)} images from {calib_images}"
 
 
@@ -244,13 +261,18 @@ def calibrate(model, images: np.ndarray, *, method: str = DEFAULT_METHOD, batch:
 
 
 def quantize_with_images(model, images: np.ndarray, *, precision: str = "int8", method: str = DEFAULT_METHOD,
-                  target: str = "trt", calib_batch: Optional[int] = None, exclude_ops: Iterable[str] = (),
-                  progress: Callable[[str], None] = lambda m: None, tensors_range=None) -> QuantizeResult:
+                         target: str = "trt", calib_batch: Optional[int] = None, exclude_ops: Iterable[str] = (),
+                         exclude_nodes: Iterable[str] = (), float_attention_output: bool = FLOAT_ATTENTION_OUTPUT,
+                         headroom: float = ACTIVATION_HEADROOM, progress: Callable[[str], None] = lambda m: None,
+                         tensors_range=None) -> QuantizeResult:
     """Calibrate `model` (float onnx.ModelProto) on `images` [N,3,H,W] and return its Q/DQ copy.
 
-    Every Conv/MatMul/Gemm is quantized by default: leaving EfficientViT's depthwise convs or the
+    Every Conv/MatMul/Gemm is quantized by default: leaving EfficientViT's depthwise convs or all
     attention MatMuls in float was measured slower on ORT CPU (more Q/DQ boundaries; M0 b16
-    0.92x vs 0.97x) and no more accurate. exclude_ops: op types to leave float anyway.
+    0.92x vs 0.97x) and no more accurate. float_attention_output: keep the attention output
+    projections float (FLOAT_ATTENTION_OUTPUT). exclude_ops: op types to leave float anyway;
+    exclude_nodes: node names to leave float. headroom: every calibrated activation range is
+    widened by this factor (ACTIVATION_HEADROOM).
     tensors_range: reuse ranges from an earlier `calibrate` call (skips calibration).
     """
     import onnx
@@ -267,10 +289,15 @@ def quantize_with_images(model, images: np.ndarray, *, precision: str = "int8", 
     excluded_types = set(exclude_ops)
     exclude = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.op_type in excluded_types]
     exclude += [n.name for n in model.graph.node if n.domain == CUSTOM_DOMAIN]
+    keep = set(exclude_nodes) | set(attention_output_matmuls(model) if float_attention_output else ())
+    exclude += [n.name for n in model.graph.node if n.name in keep]
     if tensors_range is None:
         calib_batch = calib_batch or calib_batch_for((int(images.shape[-2]), int(images.shape[-1])))
         tensors_range = calibrate(model, images, method=method, batch=calib_batch, symmetric=target == "trt",
                                   progress=progress)
+    if headroom <= 0:
+        raise UserError(f"quantize: headroom must be > 0, not {headroom}")
+    tensors_range = _widened(tensors_range, headroom)
     float_init = {t.name: t for t in model.graph.initializer}
 
     trt = target == "trt"
@@ -315,7 +342,20 @@ def quantize_with_images(model, images: np.ndarray, *, precision: str = "int8", 
             bucket = quantized if n.input[0] in producers_dq else float_left
             bucket[n.op_type] = bucket.get(n.op_type, 0) + 1
     return QuantizeResult(q, precision, target, method, len(images),
-                          {k: v for k, v in ranges.items() if k in used}, quantized, float_left)
+                          {k: v for k, v in ranges.items() if k in used}, quantized, float_left, headroom=headroom)
+
+
+def _widened(tensors_range, factor: float):
+    """A copy of ORT's TensorsData with every [lo, hi] range scaled by ``factor`` (about 0)."""
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+
+    if factor == 1.0:
+        return tensors_range
+    data = {}
+    for k, v in tensors_range.data.items():
+        lo, hi = (np.asarray(r, dtype=np.float32) for r in v.range_value)
+        data[k] = TensorData(lowest=(lo * factor).astype(np.float32), highest=(hi * factor).astype(np.float32))
+    return TensorsData(tensors_range.calibration_method, data)
 
 
 @contextlib.contextmanager
@@ -327,6 +367,25 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
+
+
+def attention_output_matmuls(model) -> List[str]:
+    """Names of the weight MatMul/Gemm nodes that read an attention's output: their data input
+    comes, through shape ops only, from a MatMul one of whose inputs is a Softmax output."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    weights = {t.name for t in g.initializer}
+    out = []
+    for n in g.node:
+        if n.op_type not in ("MatMul", "Gemm") or len(n.input) < 2 or n.input[1] not in weights:
+            continue
+        p = producer.get(n.input[0])
+        while p is not None and p.op_type in _SHAPE_OPS:
+            p = producer.get(p.input[0])
+        if p is not None and p.op_type == "MatMul" and any(
+                getattr(producer.get(i), "op_type", None) == "Softmax" for i in p.input):
+            out.append(n.name)
+    return out
 
 
 def quantized_slots(node) -> tuple:

@@ -40,6 +40,12 @@ class ModelSpec:
         """--resize default: the family's official test pipeline for this task."""
         return default_resize(self.family, task)
 
+    def interpolation_for(self, resize: str) -> str:
+        """crop: the classifier's (timm pretrained_cfg); keep-ratio/stretch: mmdet's Resize (bilinear)."""
+        from vitdeploy.models.preprocess import DETECTION_INTERPOLATION
+
+        return self.interpolation if resize == "crop" else DETECTION_INTERPOLATION
+
 
 _EV = ("official Microsoft (blocks1/.c./.l.)", "timm (stages.*)", "vitdeploy")
 _SW = ("timm (layers.*)", "mmdet/SparseViT (backbone.stages.*.attn.w_msa)", "vitdeploy")

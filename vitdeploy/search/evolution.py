@@ -176,6 +176,22 @@ class Evolution:
                      "(Ctrl-C again to stop now, OUT.search.json keeps the state for --resume)")
 
     # ------------------------------------------------------------------ persistence
+    def restore(self, saved: Dict[str, object]) -> None:
+        """Continue the run saved in ``saved`` (an OUT.search.json: ``state()`` and the candidates):
+        evaluated configs are looked up, not recomputed, and the generator replays the generation
+        that was under way. Measured latencies are dropped: a new verification times its own."""
+        st = saved["state"]
+        self.history = {}
+        for d in saved["candidates"]:
+            c = Candidate.from_dict(d)
+            c.measured_ms = None
+            self.history[c.genes] = c
+        self.population = [tuple(g) for g in st["population"]]
+        self.generation = st["generation"]
+        if st.get("rng_state"):
+            self.rng_state = st["rng_state"]
+            self.rng.bit_generator.state = st["rng_state"]
+
     def state(self) -> Dict[str, object]:
         return {"generation": self.generation, "population": [list(g) for g in self.population],
                 "rng_state": self.rng_state, "seed": self.seed, "population_size": self.population_size,

@@ -114,9 +114,8 @@ class FidelityEvaluator:
     def _feature(self, s: int, x):
         return getattr(self.model, f"norm{s}")(x).flatten(1)
 
-    def _logits(self, x):
-        m = self.model
-        return m.head.fc(m.norm(x).mean(dim=(1, 2)))
+    def _logits(self, x):  # the last stage's output -> the model's own norm and head
+        return self.model.forward_head(self.model.norm(x))
 
     def _store(self, key: Genes, x) -> None:
         nbytes = x.numel() * x.element_size()

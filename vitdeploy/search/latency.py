@@ -45,6 +45,7 @@ class Backend:
     iters: int = 10
     min_time_s: float = 0.25  # per round: short modules get enough iterations for a stable median
     plugin_lib: Optional[str] = None
+    last_rounds: List[List[float]] = field(default_factory=list, repr=False)  # of the last time() call
 
     def check(self) -> None:
         if self.name not in BACKENDS:
@@ -110,6 +111,7 @@ class Backend:
                 samples[i].append(st["median_ms"])
         # Contention from other processes only ever adds time: the fastest round's median is
         # the most repeatable estimate on a shared machine (and equals the median on a quiet one).
+        self.last_rounds = [[float(v) for v in s] for s in samples]  # per model, each round's median
         return [float(np.min(s)) for s in samples]
 
 

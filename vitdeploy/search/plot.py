@@ -4,15 +4,16 @@ vitdeploy.optional, so the search runs without it: the plot is then skipped with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 from vitdeploy.search.evolution import pareto_front
 from vitdeploy.search.space import Genes, SearchSpace
 
 
 def plot_search(path: Path, history: Dict, refs: Dict[str, Genes], chosen: Genes, space: SearchSpace,
-                limit: float, dense_ms: float, title: str = "") -> bool:
-    """Returns False (nothing written) where matplotlib is not installed."""
+                limit_ms: Optional[float], dense_ms: float, title: str = "") -> bool:
+    """Returns False (nothing written) where matplotlib is not installed. ``limit_ms``: the latency
+    budget as measured (a vertical line), None for a MACs budget (not a latency)."""
     import io
 
     from vitdeploy import optional
@@ -52,8 +53,8 @@ def plot_search(path: Path, history: Dict, refs: Dict[str, Genes], chosen: Genes
                label="searched (measured)")
     ch = history[chosen]
     ax.scatter([ch.measured_ms], [ch.fidelity.score], marker="*", s=260, c="tab:red", zorder=5, label="chosen")
-    if limit < 1e6:
-        ax.axvline(limit, ls=":", c="tab:red", lw=1, label=f"budget {limit:.1f} ms")
+    if limit_ms is not None:
+        ax.axvline(limit_ms, ls=":", c="tab:red", lw=1, label=f"budget {limit_ms:.1f} ms")
     ax.set_xlabel("latency, ms (measured end to end; grey: predicted)")
     ax.set_ylabel(f"fidelity ({ch.fidelity.details.get('metric', 'score')})")
     ax.set_title(title, fontsize=10)
