@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vitdeploy import jobs  # noqa: E402
-from vitdeploy.engines.bench import bench_runner  # noqa: E402
 from vitdeploy.engines.runners import OrtRunner, TorchRunner, set_threads  # noqa: E402
 from vitdeploy.models.preprocess import random_images  # noqa: E402
+from vitdeploy.validation.latency import bench_runner  # noqa: E402
 
 SETTINGS = [(16, 1), (1, 2)]  # (batch, threads)
 

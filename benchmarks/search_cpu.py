@@ -5,7 +5,7 @@ Protocol (defaults = the issue's: Swin-T backbone at 672, ORT CPU, 2 threads, ba
 budgets 0.6 / 0.7 / 0.8 of dense, <= 30 min per budget):
 1. one latency table (measured by the first budget's search, reused by the others: same backend,
    same machine, so the budgets differ only in the constraint);
-2. per budget a full search (`vitdeploy.search.job.run_search`, the CLI's code path), its own
+2. per budget a full search (`vitdeploy.search.run.run_search`, the CLI's code path), its own
    end-to-end verification and its own OUT.json;
 3. then one side-by-side pool: dense, every uniform ratio, the presets and the three chosen
    configs exported and timed interleaved (round-robin, `vitdeploy bench` protocol), so the
@@ -37,8 +37,8 @@ from vitdeploy.fileio import atomic_write_json  # noqa: E402
 from vitdeploy.jobs import build_reference  # noqa: E402
 from vitdeploy.models.registry import get_spec  # noqa: E402
 from vitdeploy.search.fidelity import FidelityEvaluator  # noqa: E402
-from vitdeploy.search.job import calibration_inputs, run_search, search_paths  # noqa: E402
 from vitdeploy.search.latency import Backend, EndToEnd, temp_workdir  # noqa: E402
+from vitdeploy.search.run import calibration_inputs, run_search, search_paths  # noqa: E402
 from vitdeploy.search.space import SearchSpace  # noqa: E402
 
 

@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vitdeploy import jobs  # noqa: E402
-from vitdeploy.engines.bench import summarize  # noqa: E402
 from vitdeploy.engines.runners import OrtRunner, TorchRunner, set_threads  # noqa: E402
 from vitdeploy.export.onnx import output_names_for  # noqa: E402
 from vitdeploy.fileio import atomic_write_json  # noqa: E402
 from vitdeploy.models.preprocess import random_images  # noqa: E402
+from vitdeploy.validation.latency import summarize  # noqa: E402
 
 CONFIGS = [("dense", None), ("cfg1", "cfg1"), ("cfg2", "cfg2"), ("cfg3", "cfg3"),
            ("uniform 0.2", "0.2"), ("uniform 0.4", "0.4"), ("uniform 0.6", "0.6"), ("uniform 0.8", "0.8")]

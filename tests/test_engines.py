@@ -298,7 +298,7 @@ def test_only_vitdeploy_plugin_v3_layers_count_as_a_plugin_dependency():
 
 def test_function_bodies_use_names_no_outer_tensor_can_capture():
     """TensorRT 10.7's local-function importer let an outer tensor named like a body tensor capture it."""
-    from vitdeploy.export.window_ops import gather_function, scatter_function
+    from vitdeploy.export.window_nodes import gather_function, scatter_function
 
     for fn in (gather_function(20), scatter_function(20)):
         names = list(fn.input) + list(fn.output) + [t for n in fn.node for t in list(n.input) + list(n.output)]
@@ -407,9 +407,9 @@ def test_trt_build_tiny_and_run(tmp_path):
 ])
 def test_trt_engine_parity_vs_pytorch_and_ort(tmp_path, name, sparsity, precision):
     from vitdeploy.engines.build import build_engine
-    from vitdeploy.engines.parity import THRESHOLDS
     from vitdeploy.engines.runners import OrtRunner
     from vitdeploy.engines.trt_runner import TrtRunner
+    from vitdeploy.validation.parity import THRESHOLDS
 
     model, onnx_path = _export_model(tmp_path, name, sparsity, precision)
     engine = tmp_path / f"{name}_{precision}.engine"

@@ -337,7 +337,7 @@ print(json.dumps(out))
 def test_inlined_window_ops_give_the_rtx_parser_no_duplicate_node_names(exports):
     """The RTX parser's own log: handed the export's local functions it names every call site's body nodes
     alike (26 'already exists' warnings for SparseViT cfg2: the control, so this test can fail); the
-    model vitdeploy gives it (window_ops.inline_functions) has graph-unique names and no warning."""
+    model vitdeploy gives it (window_nodes.inline_functions) has graph-unique names and no warning."""
     res = subprocess.run([sys.executable, "-c", _PARSE_LOG, str(exports("sv_custom"))], capture_output=True,
                          text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert res.returncode == 0, res.stderr[-2000:]

@@ -31,6 +31,8 @@ LAYERS: Dict[str, int] = {
     "vitdeploy.export": 2,
     "vitdeploy.plugins": 3,
     "vitdeploy.engines": 4,
+    # judging artifacts: parity metrics/thresholds, reference outputs, the latency protocol (no builds, no loads)
+    "vitdeploy.validation": 4,
     # the one reader of .onnx files and engine manifests: beside engines (engines/build reads the ONNX
     # through it, it reads manifests through engines/manifest)
     "vitdeploy.artifact": 4,

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vitdeploy.engines.parity import compare_outputs
+from vitdeploy.validation.parity import compare_outputs
 
 
 def _logits(seed=0, n=16, k=100):

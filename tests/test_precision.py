@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from vitdeploy.engines.parity import THRESHOLDS
 from vitdeploy.export.precision import to_fp16
+from vitdeploy.validation.parity import THRESHOLDS
 
 from conftest import cosine, rel_err
 
@@ -325,7 +325,7 @@ def test_window_graph_after_the_exporter_registered_its_schemas():
     """The exporter registers schemas for the vitdeploy ops (without type inference) in this
     process; shape inference then leaves their outputs untyped and the pass must still type them
     (a SparseViT exported with --precision fp16 in one process takes this path)."""
-    from vitdeploy.export.window_ops import export_hooks
+    from vitdeploy.export.window_nodes import export_hooks
 
     export_hooks(portable=False)  # registers the schemas, as an export does
     half = to_fp16(_window_model())

@@ -21,9 +21,9 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from vitdeploy import jobs
-from vitdeploy.engines.parity import THRESHOLDS, parity_class
 from vitdeploy.export import quantize
 from vitdeploy.models.preprocess import random_images
+from vitdeploy.validation.parity import THRESHOLDS, parity_class
 
 from conftest import requires_trt
 
@@ -235,7 +235,7 @@ def test_calibrated_ranges_are_recorded(quantized):
 def _validate(ref, artifact, *, task, img_size, precision, batch=4, backend="ort"):
     """The artifact on `backend` vs the unfolded PyTorch model, on seed-0 random images."""
     from vitdeploy.engines.backends import make_artifact_runner
-    from vitdeploy.engines.parity import run_parity
+    from vitdeploy.validation.parity import run_parity
 
     cand = make_artifact_runner(backend, str(artifact))
     try:

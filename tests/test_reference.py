@@ -12,7 +12,7 @@ import pytest
 
 from vitdeploy import jobs
 from vitdeploy.artifact import open_artifact
-from vitdeploy.engines.reference_outputs import FORMAT, find_reference, load_reference, reference_path_for
+from vitdeploy.validation.reference_outputs import FORMAT, find_reference, load_reference, reference_path_for
 
 from conftest import (
     TRT_ERR,
@@ -220,7 +220,7 @@ def test_static_batch_artifact_against_a_reference_of_another_size(tmp_path):
     The stored outputs come from the dynamic-batch export of the same weights."""
     from vitdeploy.checks import parity_from_reference
     from vitdeploy.engines.backends import make_artifact_runner
-    from vitdeploy.engines.reference_outputs import ReferenceOutputs, make_provenance
+    from vitdeploy.validation.reference_outputs import ReferenceOutputs, make_provenance
 
     dyn = make_tiny_onnx(tmp_path / "dyn.onnx")
     fixed = make_tiny_onnx(tmp_path / "fixed.onnx", fixed_batch=2)

@@ -24,8 +24,8 @@ from vitdeploy.models.sparsity import SparsityConfig, parse_sparsity
 from vitdeploy.models.swin import SwinTransformer
 from vitdeploy.search.evolution import Candidate, Evolution, pareto_front
 from vitdeploy.search.fidelity import Fidelity, FidelityEvaluator
-from vitdeploy.search.job import run_search, search_paths
 from vitdeploy.search.latency import Backend, EndToEnd, LatencyTable
+from vitdeploy.search.run import run_search, search_paths
 from vitdeploy.search.space import SearchSpace
 
 DEPTHS = (2, 2, 4, 2)  # stage 2 has two pairs: the table's F/I/P/mixed decomposition is exercised

@@ -14,8 +14,8 @@ import pytest
 from vitdeploy.errors import UserError
 from vitdeploy.search.evolution import Candidate
 from vitdeploy.search.fidelity import Fidelity
-from vitdeploy.search.job import MIN_MARGIN, Budget, front_table, references_to_time, verify
 from vitdeploy.search.latency import Backend, LatencyTable, StageEntry
+from vitdeploy.search.run import MIN_MARGIN, Budget, front_table, references_to_time, verify
 from vitdeploy.search.space import SearchSpace
 
 

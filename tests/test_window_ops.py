@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from vitdeploy.export import window_ops as ex
+from vitdeploy.export import window_nodes as ex
 from vitdeploy.models.window_ops import window_gather, window_scatter
 from vitdeploy.plugins.reference import window_gather_ref, window_scatter_ref
 

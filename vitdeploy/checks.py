@@ -2,7 +2,7 @@
 
 Orchestration above the layers: open the .onnx or engine (artifact.py), find its reference beside
 it or beside the ONNX an engine was built from, refuse a reference made for other weights, pick
-the backend, run it on the stored inputs and let engines/parity.py give the verdict. Used by
+the backend, run it on the stored inputs and let validation/parity.py give the verdict. Used by
 `validate`, by `export` (its own ORT check) and by `build` on a fresh engine.
 """
 
@@ -24,8 +24,8 @@ def parity_from_reference(artifact: os.PathLike, reference: Optional[os.PathLike
     metadata (model, checkpoint sha256, sparsity, task, resolution)."""
     from vitdeploy.artifact import open_artifact
     from vitdeploy.engines.backends import default_backend, make_artifact_runner
-    from vitdeploy.engines.parity import parity_class, run_reference_parity
-    from vitdeploy.engines.reference_outputs import find_reference, load_reference, provenance_mismatches
+    from vitdeploy.validation.parity import parity_class, run_reference_parity
+    from vitdeploy.validation.reference_outputs import find_reference, load_reference, provenance_mismatches
 
     art = open_artifact(artifact)
     ref_path = reference or find_reference(art.path, art.source_onnx)

@@ -128,7 +128,7 @@ def cmd_validate(args, con: Console) -> int:
 
 def cmd_bench(args, con: Console) -> int:
     from vitdeploy import jobs
-    from vitdeploy.engines.bench import format_table
+    from vitdeploy.validation.latency import format_table
 
     results = jobs.bench(args.targets, backends=args.backend, batch=args.batch, threads=args.threads,
                          iters=args.iters, warmup=args.warmup, sparsity=args.sparsity, img_size=_size(args.img_size),
@@ -274,7 +274,7 @@ def cmd_triton_repo(args, con: Console) -> int:
 # ----------------------------------------------------------------------------- search (vitdeploy.search)
 
 def cmd_search(args, con: Console) -> int:
-    from vitdeploy.search.job import run_search
+    from vitdeploy.search.run import run_search
 
     res = run_search(args.model, args.output, checkpoint=args.checkpoint, img_size=_size(args.img_size), task=args.task,
                      budget=args.budget, budget_ms=args.budget_ms, macs_budget=args.macs_budget,

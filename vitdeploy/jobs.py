@@ -19,8 +19,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from vitdeploy import __version__
-from vitdeploy.engines.parity import QUANTIZED
 from vitdeploy.errors import CheckFailed, UserError
+from vitdeploy.validation.parity import QUANTIZED
 
 Progress = Callable[[str], None]
 RANDOM_WEIGHTS = "random-seed-0"
@@ -268,8 +268,8 @@ def _reference_inputs(req: ExportRequest, meta: Dict[str, str]):
 def write_reference(ref_model, onnx_path: os.PathLike, meta: Dict[str, str], images: np.ndarray,
                     inputs_label: str) -> Path:
     """Run the unfolded PyTorch model on `images` and write OUT.ref.npz beside the ONNX."""
-    from vitdeploy.engines.parity import infer_in_chunks
-    from vitdeploy.engines.reference_outputs import ReferenceOutputs, make_provenance, reference_path_for
+    from vitdeploy.validation.parity import infer_in_chunks
+    from vitdeploy.validation.reference_outputs import ReferenceOutputs, make_provenance, reference_path_for
 
     runner = torch_runner_for(ref_model, meta["task"], meta_size(meta), name=TORCH_REFERENCE)
     outputs = infer_in_chunks(runner, images)
@@ -316,10 +316,10 @@ def export(model: str, out: os.PathLike, *, checkpoint=None, sparsity=None, img_
            progress: Progress = _noop) -> Dict[str, object]:
     """Checkpoint -> folded ONNX (+ precision pass) -> OUT.ref.npz -> ORT parity -> OUT.report.json."""
     from vitdeploy.checks import parity_from_reference
-    from vitdeploy.engines.bench import peak_rss_mb
     from vitdeploy.export import fold
     from vitdeploy.export import onnx as vonnx
     from vitdeploy.fileio import atomic_write_json, file_sha256
+    from vitdeploy.validation.latency import peak_rss_mb
 
     t_all = time.perf_counter()
     req = _check_export(model, out, checkpoint=checkpoint, sparsity=sparsity, img_size=img_size, batch=batch,
@@ -401,9 +401,9 @@ def validate(artifact: os.PathLike, *, reference: Optional[os.PathLike] = None, 
 def _validate_against_torch(art, *, checkpoint, images, backend, batch, plugin_lib, progress):
     from vitdeploy import optional
     from vitdeploy.engines.backends import default_backend, make_artifact_runner
-    from vitdeploy.engines.parity import parity_class, run_parity
-    from vitdeploy.engines.reference_outputs import reference_path_for
     from vitdeploy.models.preprocess import random_images
+    from vitdeploy.validation.parity import parity_class, run_parity
+    from vitdeploy.validation.reference_outputs import reference_path_for
 
     if not optional.available("torch"):
         raise UserError(f"{art.path}: no {reference_path_for(art.path).name} beside it and PyTorch is not "
@@ -522,9 +522,9 @@ def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"),
     (e.g. fp32 and int8 exports of one model) each get a row per ONNX Runtime backend."""
     import tempfile
 
-    from vitdeploy.engines.bench import bench_runner
     from vitdeploy.engines.runners import set_threads
     from vitdeploy.models.preprocess import random_images
+    from vitdeploy.validation.latency import bench_runner
 
     set_threads(threads)
     t = _bench_targets(targets)
@@ -565,9 +565,9 @@ def bench(targets: Sequence[str], *, backends: Sequence[str] = ("torch", "ort"),
 
 def info(artifact: os.PathLike) -> Dict[str, object]:
     from vitdeploy.artifact import open_artifact
-    from vitdeploy.engines.reference_outputs import find_reference
     from vitdeploy.export.onnx import op_histogram
-    from vitdeploy.export.window_ops import DOMAIN
+    from vitdeploy.export.window_nodes import DOMAIN
+    from vitdeploy.validation.reference_outputs import find_reference
 
     art = open_artifact(artifact)
     ref = find_reference(art.path, art.source_onnx)

@@ -65,7 +65,7 @@ from vitdeploy import optional, plugins
 from vitdeploy.engines.manifest import current_environment, make_manifest, manifest_path, write_manifest
 from vitdeploy.engines.profiles import profile_from_batches
 from vitdeploy.errors import CheckFailed, UserError
-from vitdeploy.export.window_ops import DOMAIN, inline_functions
+from vitdeploy.export.window_nodes import DOMAIN, inline_functions
 from vitdeploy.fileio import atomic_write_bytes, file_sha256
 
 # ------------------------------------------------------------------------------ what the parser gets

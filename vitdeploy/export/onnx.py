@@ -76,9 +76,9 @@ def export_module(model, example, out_names: Sequence[str], *, dynamic_batch: bo
 
     extra = {}
     if uses_window_ops:
-        from vitdeploy.export import window_ops
+        from vitdeploy.export import window_nodes
 
-        extra = window_ops.export_hooks(portable)
+        extra = window_nodes.export_hooks(portable)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
 
     class _Wrap(torch.nn.Module):
@@ -103,9 +103,9 @@ def export_module(model, example, out_names: Sequence[str], *, dynamic_batch: bo
                                + ("\n" + "\n".join(tail) if tail else "")) from e
     proto = prog.model_proto
     if uses_window_ops:
-        from vitdeploy.export import window_ops
+        from vitdeploy.export import window_nodes
 
-        proto = window_ops.finalize(proto, portable)
+        proto = window_nodes.finalize(proto, portable)
     if dynamic_batch:
         for vi in list(proto.graph.input) + list(proto.graph.output):
             d0 = vi.type.tensor_type.shape.dim[0]

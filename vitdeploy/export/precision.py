@@ -1,4 +1,4 @@
-"""fp16 ONNX graphs (the parity thresholds for each precision live in vitdeploy.engines.parity).
+"""fp16 ONNX graphs (the parity thresholds for each precision live in vitdeploy.validation.parity).
 
 Why the graph carries the precision: TensorRT 11 is strongly typed only (no FP16 builder flag;
 DESIGN decision 6), so an fp16 engine is built from an fp16-typed ONNX. `to_fp16` produces that

@@ -2,7 +2,7 @@
 
 One definition serves eager PyTorch, ``torch.export`` and ONNX: the exporter sees each call as a
 single opaque node (``torch.ops.vitdeploy.window_gather.default``), which
-``vitdeploy.export.window_ops`` turns into a ``vitdeploy::WindowGather`` node plus a standard-op
+``vitdeploy.export.window_nodes`` turns into a ``vitdeploy::WindowGather`` node plus a standard-op
 function body. Semantics, including the defined behaviour for out-of-range indices, are those of
 ``vitdeploy.plugins.reference`` (the kernels' oracle); this module must not import it (layering),
 the tests compare the two.

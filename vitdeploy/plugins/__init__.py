@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Union
 
 from vitdeploy import optional
 from vitdeploy.errors import UserError
-from vitdeploy.export.window_ops import GATHER, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER
+from vitdeploy.export.window_nodes import GATHER, PLUGIN_NAMESPACE, PLUGIN_VERSION, SCATTER
 
 PLUGIN_OPS = (GATHER, SCATTER)
 

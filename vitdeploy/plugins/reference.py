@@ -19,7 +19,7 @@ write out of bounds, and a silent wrap-around would corrupt a neighbouring sampl
   wins is unspecified (the reference happens to let the last one win). Indices produced by TopK
   are unique, so the model never produces them.
 
-The standard-op ONNX function bodies (``vitdeploy.export.window_ops``) implement only in-range
+The standard-op ONNX function bodies (``vitdeploy.export.window_nodes``) implement only in-range
 indices -- the only ones the exported model produces; ONNX ``Gather`` would wrap negative indices
 and ``ScatterND`` rejects out-of-range ones.
 

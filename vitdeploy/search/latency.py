@@ -1,7 +1,7 @@
 """Latency on the deployment backend: a per-stage table, the additive predictor, end-to-end timing.
 
 Every number comes from an exported ONNX (the same exporter as `vitdeploy export`) timed with the
-protocol of `vitdeploy bench` (engines.bench.bench_runner) on the target backend; ``trt`` builds an
+protocol of `vitdeploy bench` (validation.latency.bench_runner) on the target backend; ``trt`` builds an
 engine from each ONNX first (engines.build.build_engine).
 
 Table (per stage s, input = what stage s receives, batch = --batch):
@@ -90,7 +90,7 @@ class Backend:
         One session exists at a time: an idle ORT session's intra-op threads keep spinning after
         a run and would steal cores from the next model timed (measured: 28 % prediction error
         with 2 threads and all sessions open, 3-8 % this way on the same machine)."""
-        from vitdeploy.engines.bench import bench_runner
+        from vitdeploy.validation.latency import bench_runner
 
         samples: List[List[float]] = [[] for _ in onnx_paths]
         per_round = max(1, -(-self.iters // rounds))

@@ -773,7 +773,7 @@ void printStats(std::vector<double> const& times, int64_t batch, int32_t iters)
     }
     mean /= static_cast<double>(times.size());
     double const median = percentile(sorted, 50.0);
-    // Same definition as vitdeploy.engines.bench.summarize: images per second at the median latency.
+    // Same definition as vitdeploy.validation.latency.summarize: images per second at the median latency.
     double const throughput = median > 0.0 ? static_cast<double>(batch) * 1e3 / median : 0.0;
     std::printf("{\"backend\":\"trt-cpp\",\"batch\":%lld,\"iters\":%d,\"median_ms\":%.6f,\"p90_ms\":%.6f,"
                 "\"p99_ms\":%.6f,\"mean_ms\":%.6f,\"min_ms\":%.6f,\"throughput_ips\":%.3f}\n",

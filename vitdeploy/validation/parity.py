@@ -90,7 +90,7 @@ class ParityReport:
     def table(self) -> str:
         rows = []
         if self.provenance is not None:
-            from vitdeploy.engines.reference_outputs import describe_provenance
+            from vitdeploy.validation.reference_outputs import describe_provenance
 
             rows.append(describe_provenance(self.provenance))
         rows += [f"parity {self.candidate} vs {self.reference} ({self.precision}, {self.inputs}, batch {self.batch}); "
