@@ -176,7 +176,9 @@ def parse_sparsity(spec, depths, img_size=None) -> SparsityConfig | None:
         return None
     depths = list(depths)
     cfg: SparsityConfig
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+    if isinstance(spec, SparsityConfig):  # already parsed (library callers): checked against these depths
+        cfg = validate_ratios([list(st) for st in spec.ratios], depths, spec.source)
+    elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
         r = _canonical_ratio(spec, "uniform ratio", str(spec))
         cfg = SparsityConfig([[r] * d for d in depths], f"uniform {r}")
     elif isinstance(spec, (str, os.PathLike)):
