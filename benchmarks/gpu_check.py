@@ -139,7 +139,7 @@ def _markdown(summary: dict) -> str:
             lines.append(f"| {name} (`-m {s['marker']}`) | {'ok' if s['ok'] else 'FAILED'} (rc {s['rc']}) | "
                          f"{s.get('passed', '?')} | {s.get('failures', '?')} | {s.get('errors', '?')} | "
                          f"{s.get('skipped', '?')} | {s['seconds']} |")
-    rtx = summary["steps"]["rtx_engines"]
+    rtx = summary["steps"].get("rtx_engines", {"not_run": "not checked"})
     lines.append(f"| RTX engine | {'validated' if rtx.get('validated') else rtx.get('not_run') or rtx.get('failed')} "
                  f"| | | | | {rtx.get('seconds', '')} |")
     bw = summary["steps"]["bandwidth"]

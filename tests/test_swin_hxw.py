@@ -56,7 +56,9 @@ def test_hxw_matches_slow_reference(h, w, ratios, order):
     for y, r in zip(ys, refs):
         assert tuple(y.shape) == tuple(r.shape)
     assert max(errs) <= 1e-4
-    if any(g.padded for g in m.geometry):  # the other family's order gives other numbers
+    # the other family's order gives other numbers where a computed window holds padding (with every
+    # block pruned, the padded windows score lowest and pass through untouched, so the orders agree)
+    if any(g.padded for g in m.geometry) and any(r == 0 for st in ratios for r in st):
         other = ref_forward(m, x, ratios, order="timm" if m.norm_order == "sparsevit" else "sparsevit")
         assert max(rel_err(r, y) for y, r in zip(ys, other)) > 1e-3
 
