@@ -38,6 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # conftest.smooth_images: the same held-out images as the test
 
 import onnx  # noqa: E402
 
@@ -46,6 +47,8 @@ from vitdeploy.engines.runners import OrtRunner, set_threads  # noqa: E402
 from vitdeploy.export import quantize  # noqa: E402
 from vitdeploy.export.precision import to_fp16  # noqa: E402
 from vitdeploy.models.preprocess import random_images  # noqa: E402
+
+from conftest import smooth_images  # noqa: E402
 
 EV = [f"efficientvit_m{i}" for i in range(6)]
 EV_SETTINGS = [(16, 1), (1, 1)]  # (batch, threads)
@@ -74,6 +77,21 @@ def _variants(fp32_path: Path, img: int, calib_num: int, tmp: Path, fp16: bool):
     return out
 
 
+def _time_round_robin(runners, feeds, rounds: int, iters: int):
+    """Seconds per iteration for each runner, after one warm-up each, interleaved round by round so a
+    change of machine load hits every variant alike."""
+    times = {k: [] for k in runners}
+    for r in runners.values():
+        r.infer(feeds)
+    for _ in range(rounds):
+        for k, r in runners.items():
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                r.infer(feeds)
+                times[k].append(time.perf_counter() - t0)
+    return times
+
+
 def _measure(variants, batch, threads, img, iters, rounds, classify):
     set_threads(threads)
     runners = {}
@@ -85,15 +103,7 @@ def _measure(variants, batch, threads, img, iters, rounds, classify):
     x = random_images(batch, img, seed=0)
     xp = random_images(max(batch, 4 if img <= 224 else 2), img, seed=7)
     feeds = {"images": x}
-    times = {k: [] for k in runners}
-    for r in runners.values():  # warm-up
-        r.infer(feeds)
-    for _ in range(rounds):
-        for k, r in runners.items():
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                r.infer(feeds)
-                times[k].append(time.perf_counter() - t0)
+    times = _time_round_robin(runners, feeds, rounds, iters)
     ref = runners["fp32"].infer({"images": xp})
     rows = {}
     for k, r in runners.items():
@@ -112,18 +122,6 @@ def _measure(variants, batch, threads, img, iters, rounds, classify):
         # under interference from other processes the fastest iteration is the least disturbed one
         v["speedup_vs_fp32_min"] = base_min / v["min_ms"]
     return rows
-
-
-def smooth_images(d: Path, n: int, size: int, seed: int) -> Path:
-    """Smooth random RGB images: 4x4 random colours, bicubic-upsampled (as tests/test_quantize.py)."""
-    from PIL import Image
-
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        lo = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
-        lo.resize((size + 32, size + 32), Image.BICUBIC).save(d / f"im{i}.png")
-    return d
 
 
 def held_out(img: int, tmp: Path, rounds: int, iters: int):
@@ -150,16 +148,8 @@ def held_out(img: int, tmp: Path, rounds: int, iters: int):
     ref = runners["fp32"].infer({"images": held})
     cos = {k: [_cos(ref[n], r.infer({"images": held})[n]) for n in sorted(ref)] for k, r in runners.items()}
     x = {"images": held[:1]}
-    times = {k: [] for k in runners}
     load = os.getloadavg()
-    for r in runners.values():
-        r.infer(x)
-    for _ in range(rounds):
-        for k, r in runners.items():
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                r.infer(x)
-                times[k].append(time.perf_counter() - t0)
+    times = _time_round_robin(runners, x, rounds, iters)
     for r in runners.values():
         r.close()
     rows = []

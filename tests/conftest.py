@@ -82,6 +82,19 @@ def make_tiny_onnx(path: Path, fixed_batch=None, metadata=None) -> Path:
     return path
 
 
+def smooth_images(d: Path, n: int, size: int, seed: int) -> Path:
+    """Smooth random RGB images: 4x4 random colours, bicubic-upsampled (no noise); the held-out int8
+    images of tests/test_quantize.py and benchmarks/precision_cpu.py."""
+    from PIL import Image
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        lo = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+        lo.resize((size + 32, size + 32), Image.BICUBIC).save(d / f"im{i}.png")
+    return d
+
+
 def scale_largest_initializer(src: Path, dst: Path, factor: float = 1.5) -> Path:
     """A tampered copy of an ONNX: a tenth of its largest weight scaled (metadata untouched)."""
     import onnx
