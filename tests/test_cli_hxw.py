@@ -10,7 +10,7 @@ from conftest import assert_user_error, run
 
 @pytest.mark.parametrize("args,needle", [
     (["swin_t", "--task", "backbone", "--img-size", "800", "1340"], "nearest legal: 800x1312 or 800x1344"),
-    (["swin_t", "--img-size", "0", "672"], "positive"),
+    (["swin_t", "--img-size", "0", "672"], "nearest legal: 32x672"),
     (["swin_t", "--img-size", "800", "1344", "3"], "one value (square) or two"),
     (["swin_t", "--img-size", "800x"], "expected N (square), H W or HxW"),
     (["efficientvit_m4", "--task", "backbone", "--img-size", "500", "672"], "nearest legal: 496x672 or 512x672"),

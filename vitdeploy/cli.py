@@ -64,7 +64,7 @@ def _size(values):
         return None
     from vitdeploy.models.size import ImageSize
 
-    return ImageSize.parse(values)
+    return ImageSize.parse(values, allow_zero=True)  # the family check names the nearest legal sizes
 
 
 def _existing_file(v: str) -> str:

@@ -277,6 +277,157 @@ def _load_plugin(trt, lib: str, named: bool, progress: Callable[[str], None]) ->
     return None
 
 
+@dataclass(frozen=True)
+class BuildRequest:
+    """What a build was asked for, checked before TensorRT is imported: the artifact, its one input
+    and the batch profile with defaults resolved."""
+
+    art: object  # vitdeploy.artifact.Artifact (imported lazily: artifact sits above engines)
+    onnx_path: str
+    engine_path: Path
+    input_name: str
+    shapes: dict  # {"min": shape, "opt": shape, "max": shape}
+    opt_level: int
+    workspace_gib: Optional[float]
+    timing_cache: Optional[str]
+    runtime_cache: Optional[str]
+
+    @property
+    def batches(self) -> Tuple[int, int, int]:
+        return self.shapes["min"][0], self.shapes["opt"][0], self.shapes["max"][0]
+
+
+def check_request(onnx_path, engine_path, *, min_batch=None, opt_batch=None, max_batch=None, opt_level: int = 3,
+                  workspace_gib=None, timing_cache=None, runtime_cache=None) -> BuildRequest:
+    """Every argument check that needs no TensorRT: bad input is a UserError before a long import."""
+    from vitdeploy.artifact import open_artifact
+
+    art = open_artifact(onnx_path)
+    if art.kind != "onnx":
+        raise UserError(f"{onnx_path}: not an .onnx file; pass the ONNX that vitdeploy export wrote")
+    if len(art.inputs) != 1:
+        raise UserError(f"{onnx_path}: expected one image input, found {[i.name for i in art.inputs]}; "
+                        "export it with vitdeploy export")
+    inp = art.inputs[0]
+    shapes = profile_from_batches(inp.shape, min_batch, opt_batch, max_batch)
+    if not isinstance(opt_level, int) or not 0 <= opt_level <= 5:
+        raise UserError(f"builder optimization level {opt_level!r}: must be an integer 0..5")
+    if workspace_gib is not None and not workspace_gib > 0:
+        raise UserError(f"workspace {workspace_gib!r} GiB: must be > 0")
+    engine_path = Path(engine_path)
+    _check_outputs(engine_path, timing_cache, runtime_cache)
+    return BuildRequest(art=art, onnx_path=str(onnx_path), engine_path=engine_path, input_name=inp.name,
+                        shapes=shapes, opt_level=opt_level, workspace_gib=workspace_gib,
+                        timing_cache=timing_cache, runtime_cache=runtime_cache)
+
+
+def choose_tensorrt(tensorrt: Optional[str], req: BuildRequest, compute_capabilities: Optional[Sequence[str]]):
+    """(the TensorRT seam, RTX targets); a cache flag that means nothing for the flavour is a UserError."""
+    trt = optional.tensorrt(tensorrt)
+    if trt.flavour == "rtx" and req.timing_cache:
+        raise UserError("--timing-cache is for enterprise TensorRT (TensorRT for RTX ignores timing caches): "
+                        "use --runtime-cache FILE with --tensorrt rtx")
+    if trt.flavour == "trt" and req.runtime_cache:
+        raise UserError("--runtime-cache is for TensorRT for RTX: use --timing-cache FILE with enterprise TensorRT")
+    return trt, trt.compute_capabilities(compute_capabilities)  # UserError for enterprise or an unknown target
+
+
+@dataclass
+class ParsedNetwork:
+    builder: object
+    network: object
+    parser: object
+    plan: ParsePlan
+    parser_flags: list
+    summary: dict
+    plugin_layers: int
+
+
+def parse_network(trt, onnx_path: str, plan: ParsePlan, precision: str,
+                  progress: Callable[[str], None]) -> ParsedNetwork:
+    """Parse through Polygraphy and check the plugin layers against the plan."""
+    progress(f"parsing {onnx_path} ({trt.label}, strongly typed, {precision})")
+    G_LOGGER = trt.polygraphy().G_LOGGER
+    with G_LOGGER.verbosity(G_LOGGER.WARNING):
+        builder, network, parser = _network_loader(trt, onnx_path, plan)()
+    plugin_layers = count_plugin_layers(_network_layers(trt, network))
+    if plugin_layers and not plan.load_plugin:
+        raise CheckFailed(f"{onnx_path}: the network has {plugin_layers} vitdeploy plugin layers although the "
+                          "window ops were inlined; this is a vitdeploy bug")
+    if plan.load_plugin and not plugin_layers:
+        progress("note: this TensorRT used the window ops' function bodies instead of the plugin "
+                 "(plugins take precedence over local functions from TensorRT 10.7)")
+    return ParsedNetwork(builder, network, parser, plan, trt.parser_flags(parser), network_summary(trt, network),
+                         plugin_layers)
+
+
+def build_serialized(trt, req: BuildRequest, parsed: ParsedNetwork, targets, where: str,
+                     progress: Callable[[str], None]) -> Tuple[bytes, float, list]:
+    """(engine bytes, build seconds, the RTX targets the config recorded); TensorRT failing is CheckFailed."""
+    poly = trt.polygraphy()
+    G_LOGGER = poly.G_LOGGER
+    lo, opt, hi = req.batches
+    pool_limits = {trt.MemoryPoolType.WORKSPACE: int(req.workspace_gib * (1 << 30))} if req.workspace_gib else None
+    load_cache = req.timing_cache if req.timing_cache and Path(req.timing_cache).is_file() else None
+    progress(f"building engine with {trt.label} for {where}: batch {lo}..{hi} (opt {opt}), "
+             f"optimization level {req.opt_level}")
+    t0 = time.monotonic()
+    with G_LOGGER.verbosity(G_LOGGER.WARNING):
+        config_loader = trt.create_config(
+            profiles=[poly.Profile().add(req.input_name, req.shapes["min"], req.shapes["opt"], req.shapes["max"])],
+            load_timing_cache=load_cache, builder_optimization_level=req.opt_level, memory_pool_limits=pool_limits,
+            progress_monitor=_progress_monitor(trt, progress), compute_capabilities=targets)
+    recorded = {}
+
+    def config(builder_, network_):
+        cfg = config_loader(builder_, network_)
+        recorded["targets"] = trt.config_targets(cfg) if trt.flavour == "rtx" else []
+        return cfg
+
+    try:
+        # Polygraphy's INFO lines (config dumps, TF32 notes) are noise here; TensorRT warnings and
+        # errors still come through at WARNING.
+        with _Heartbeat(progress), G_LOGGER.verbosity(G_LOGGER.WARNING):
+            serialized = poly.EngineBytesFromNetwork((parsed.builder, parsed.network, parsed.parser), config=config,
+                                                     save_timing_cache=req.timing_cache)()
+    except poly.PolygraphyException as e:
+        raise CheckFailed(f"TensorRT could not build an engine from {req.onnx_path}: "
+                          f"{str(e).strip().splitlines()[-1]}")
+    if not serialized:
+        raise CheckFailed(f"TensorRT could not build an engine from {req.onnx_path} (see the log above)")
+    return bytes(memoryview(serialized)), time.monotonic() - t0, recorded.get("targets")
+
+
+def engine_manifest(trt, req: BuildRequest, parsed: ParsedNetwork, data: bytes, build_time: float,
+                    targets, env: dict, lib: Optional[str]) -> dict:
+    """The manifest of a built engine: what `vitdeploy info/validate/serve` later read through `artifact.py`."""
+    lo, opt, hi = req.batches
+    uses_plugin = parsed.plugin_layers > 0
+    net = parsed.network
+    return make_manifest(
+        engine_path=req.engine_path, onnx_path=os.path.abspath(req.onnx_path), onnx_sha256=file_sha256(req.onnx_path),
+        onnx_metadata={f"vitdeploy.{k}": v for k, v in req.art.metadata.items()}, precision=req.art.precision,
+        profile={req.input_name: req.shapes},
+        inputs=[_tensor_info(trt, net.get_input(i)) for i in range(net.num_inputs)],
+        outputs=[_tensor_info(trt, net.get_output(i)) for i in range(net.num_outputs)],
+        tensorrt_version=trt.version, tensorrt_flavour=trt.flavour, compute_capabilities=targets,
+        gpu_name=env["gpu_name"], compute_capability=env["compute_capability"],
+        plugin_lib=lib if uses_plugin else None, plugin_lib_sha256=file_sha256(lib) if uses_plugin else None,
+        plugin_layers=parsed.plugin_layers, engine_bytes=len(data),
+        engine_sha256=hashlib.sha256(data).hexdigest(), build_time_s=build_time,
+        builder_options={
+            "min_batch": lo, "opt_batch": opt, "max_batch": hi,
+            "opt_level": req.opt_level, "workspace_gib": req.workspace_gib,
+            "timing_cache": os.path.abspath(req.timing_cache) if req.timing_cache else None,
+            "runtime_cache": os.path.abspath(req.runtime_cache) if req.runtime_cache else None,
+            "strongly_typed": True, "parser_flags": parsed.parser_flags, "tf32": False,
+            "plugin_layers": parsed.plugin_layers, "plugin_nodes_in_onnx": parsed.plan.vitdeploy_nodes,
+            "window_ops_inlined": bool(parsed.plan.vitdeploy_nodes) and not parsed.plan.load_plugin,
+        },
+        network=parsed.summary,
+    )
+
+
 def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] = None, min_batch: Optional[int] = None,
                  opt_batch: Optional[int] = None, max_batch: Optional[int] = None, timing_cache: Optional[str] = None,
                  opt_level: int = 3, workspace_gib: Optional[float] = None,
@@ -293,116 +444,27 @@ def build_engine(onnx_path, engine_path, *, plugin_lib: Union[str, None, bool] =
     timing_cache (enterprise) / runtime_cache (RTX, recorded for the runtime's JIT): a flag meaningless
     for the flavour is a UserError, never silently ignored.
     """
-    from vitdeploy.artifact import open_artifact
-
     progress = progress or (lambda msg: None)
-    art = open_artifact(onnx_path)
-    if art.kind != "onnx":
-        raise UserError(f"{onnx_path}: not an .onnx file; pass the ONNX that vitdeploy export wrote")
-    if len(art.inputs) != 1:
-        raise UserError(f"{onnx_path}: expected one image input, found {[i.name for i in art.inputs]}; "
-                        "export it with vitdeploy export")
-    inp = art.inputs[0]
-    shapes = profile_from_batches(inp.shape, min_batch, opt_batch, max_batch)
-    min_batch, opt_batch, max_batch = shapes["min"][0], shapes["opt"][0], shapes["max"][0]  # defaults resolved
-    if not isinstance(opt_level, int) or not 0 <= opt_level <= 5:
-        raise UserError(f"builder optimization level {opt_level!r}: must be an integer 0..5")
-    if workspace_gib is not None and not workspace_gib > 0:
-        raise UserError(f"workspace {workspace_gib!r} GiB: must be > 0")
-    engine_path = Path(engine_path)
-    _check_outputs(engine_path, timing_cache, runtime_cache)
-    precision = art.precision
-    plugin_nodes = vitdeploy_node_count(art.onnx)
+    req = check_request(onnx_path, engine_path, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                        opt_level=opt_level, workspace_gib=workspace_gib, timing_cache=timing_cache,
+                        runtime_cache=runtime_cache)
+    plugin_nodes = vitdeploy_node_count(req.art.onnx)
     lib, named = _plugin_library(plugin_lib, plugin_nodes, progress)
-
-    trt = optional.tensorrt(tensorrt)
-    if trt.flavour == "rtx" and timing_cache:
-        raise UserError("--timing-cache is for enterprise TensorRT (TensorRT for RTX ignores timing caches): "
-                        "use --runtime-cache FILE with --tensorrt rtx")
-    if trt.flavour == "trt" and runtime_cache:
-        raise UserError("--runtime-cache is for TensorRT for RTX: use --timing-cache FILE with enterprise TensorRT")
-    targets = trt.compute_capabilities(compute_capabilities)  # UserError for enterprise or an unknown target
-    poly = trt.polygraphy()
-    G_LOGGER = poly.G_LOGGER
-
+    trt, targets = choose_tensorrt(tensorrt, req, compute_capabilities)
     env = current_environment(trt.flavour)  # enterprise: the GPU, before a long build; RTX: no NVML, no GPU
     if lib is not None:
         progress(f"loading plugin library {lib}")
         lib = _load_plugin(trt, lib, named, progress)
-    plan = parse_plan(art.onnx, plugin_available=lib is not None)
-
-    progress(f"parsing {onnx_path} ({trt.label}, strongly typed, {precision})")
-    with G_LOGGER.verbosity(G_LOGGER.WARNING):
-        builder, network, parser = _network_loader(trt, str(onnx_path), plan)()
-    parser_flags = trt.parser_flags(parser)
-    summary = network_summary(trt, network)
-    plugin_layers = count_plugin_layers(_network_layers(trt, network))
-    if plugin_layers and not plan.load_plugin:
-        raise CheckFailed(f"{onnx_path}: the network has {plugin_layers} vitdeploy plugin layers although the "
-                          "window ops were inlined; this is a vitdeploy bug")
-    if plan.load_plugin and not plugin_layers:
-        progress("note: this TensorRT used the window ops' function bodies instead of the plugin "
-                 "(plugins take precedence over local functions from TensorRT 10.7)")
-
-    pool_limits = {trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))} if workspace_gib else None
-    load_cache = timing_cache if timing_cache and Path(timing_cache).is_file() else None
+    plan = parse_plan(req.art.onnx, plugin_available=lib is not None)
+    parsed = parse_network(trt, req.onnx_path, plan, req.art.precision, progress)
     where = (f"targets {', '.join(f'{a}.{b}' for a, b in targets)}" if targets
              else "the RTX builder's default targets" if trt.flavour == "rtx" else env["gpu_name"])
-    progress(f"building engine with {trt.label} for {where}: batch {min_batch}..{max_batch} (opt {opt_batch}), "
-             f"optimization level {opt_level}")
-    t0 = time.monotonic()
-    with G_LOGGER.verbosity(G_LOGGER.WARNING):
-        config_loader = trt.create_config(
-            profiles=[poly.Profile().add(inp.name, shapes["min"], shapes["opt"], shapes["max"])],
-            load_timing_cache=load_cache, builder_optimization_level=opt_level, memory_pool_limits=pool_limits,
-            progress_monitor=_progress_monitor(trt, progress), compute_capabilities=targets)
-    recorded = {}
-
-    def config(builder_, network_):
-        cfg = config_loader(builder_, network_)
-        recorded["targets"] = trt.config_targets(cfg) if trt.flavour == "rtx" else []
-        return cfg
-
-    try:
-        # Polygraphy's INFO lines (config dumps, TF32 notes) are noise here; TensorRT warnings and
-        # errors still come through at WARNING.
-        with _Heartbeat(progress), G_LOGGER.verbosity(G_LOGGER.WARNING):
-            serialized = poly.EngineBytesFromNetwork((builder, network, parser), config=config,
-                                                     save_timing_cache=timing_cache)()
-    except poly.PolygraphyException as e:
-        raise CheckFailed(f"TensorRT could not build an engine from {onnx_path}: {str(e).strip().splitlines()[-1]}")
-    build_time = time.monotonic() - t0
-    if not serialized:
-        raise CheckFailed(f"TensorRT could not build an engine from {onnx_path} (see the log above)")
-
-    data = bytes(memoryview(serialized))
-    uses_plugin = plugin_layers > 0
-    manifest = make_manifest(
-        engine_path=engine_path, onnx_path=os.path.abspath(str(onnx_path)), onnx_sha256=file_sha256(onnx_path),
-        onnx_metadata={f"vitdeploy.{k}": v for k, v in art.metadata.items()}, precision=precision,
-        profile={inp.name: shapes},
-        inputs=[_tensor_info(trt, network.get_input(i)) for i in range(network.num_inputs)],
-        outputs=[_tensor_info(trt, network.get_output(i)) for i in range(network.num_outputs)],
-        tensorrt_version=trt.version, tensorrt_flavour=trt.flavour, compute_capabilities=recorded.get("targets"),
-        gpu_name=env["gpu_name"], compute_capability=env["compute_capability"],
-        plugin_lib=lib if uses_plugin else None, plugin_lib_sha256=file_sha256(lib) if uses_plugin else None,
-        plugin_layers=plugin_layers, engine_bytes=len(data),
-        engine_sha256=hashlib.sha256(data).hexdigest(), build_time_s=build_time,
-        builder_options={
-            "min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch,
-            "opt_level": opt_level, "workspace_gib": workspace_gib,
-            "timing_cache": os.path.abspath(timing_cache) if timing_cache else None,
-            "runtime_cache": os.path.abspath(runtime_cache) if runtime_cache else None,
-            "strongly_typed": True, "parser_flags": parser_flags, "tf32": False,
-            "plugin_layers": plugin_layers, "plugin_nodes_in_onnx": plan.vitdeploy_nodes,
-            "window_ops_inlined": bool(plan.vitdeploy_nodes) and not plan.load_plugin,
-        },
-        network=summary,
-    )
+    data, build_time, recorded = build_serialized(trt, req, parsed, targets, where, progress)
+    manifest = engine_manifest(trt, req, parsed, data, build_time, recorded, env, lib)
     # Engine first, then its manifest: if we die in between, the old manifest's engine_sha256
     # no longer matches and loading says so instead of running a mismatched engine.
-    atomic_write_bytes(engine_path, data)
-    write_manifest(manifest_path(engine_path), manifest)
+    atomic_write_bytes(req.engine_path, data)
+    write_manifest(manifest_path(req.engine_path), manifest)
     progress(f"engine built with {trt.label} in {build_time:.1f} s ({len(data) / 1e6:.1f} MB, "
-             f"{plugin_layers} plugin layers)")
+             f"{parsed.plugin_layers} plugin layers)")
     return manifest

@@ -106,7 +106,7 @@ def infer_num_classes(sd) -> Optional[int]:
 def check_size(name: str, img_size) -> ImageSize:
     """The size as an ImageSize, legal for the model's family (UserError naming the nearest legal)."""
     spec = get_spec(name)
-    size = ImageSize.parse(img_size if img_size is not None else spec.default_img_size)
+    size = ImageSize.parse(img_size if img_size is not None else spec.default_img_size, allow_zero=True)
     family_module(spec).check_legal_size(size)
     return size
 

@@ -49,8 +49,11 @@ class ImageSize:
         return ImageSize(self.h // div, self.w // div)
 
     @classmethod
-    def parse(cls, value: Union["ImageSize", int, str, Sequence], what: str = "--img-size") -> "ImageSize":
-        """int | "N" | "HxW" | "H W" | (h, w) | [n] -> ImageSize; UserError naming the value otherwise."""
+    def parse(cls, value: Union["ImageSize", int, str, Sequence], what: str = "--img-size",
+              allow_zero: bool = False) -> "ImageSize":
+        """int | "N" | "HxW" | "H W" | (h, w) | [n] -> ImageSize; UserError naming the value otherwise.
+
+        allow_zero: a 0 is let through for a family check that names the nearest legal sizes."""
         if isinstance(value, ImageSize):
             return value
         if isinstance(value, bool):
@@ -68,7 +71,7 @@ class ImageSize:
         elif isinstance(value, (list, tuple)):
             vals = list(value)
             if len(vals) == 1:
-                return cls.parse(vals[0], what)
+                return cls.parse(vals[0], what, allow_zero)
             if len(vals) != 2:
                 raise UserError(f"{what} takes one value (square) or two (H W), got {len(vals)}: "
                                 f"{' '.join(map(str, vals))}")
@@ -78,7 +81,7 @@ class ImageSize:
             h, w = (int(v) for v in vals)
         else:
             raise UserError(f"{what} {value!r}: expected N, H W or HxW")
-        if h <= 0 or w <= 0:
+        if h < 0 or w < 0 or (not allow_zero and (h == 0 or w == 0)):
             raise UserError(f"{what} {h}x{w}: height and width must be positive")
         return cls(h, w)
 
