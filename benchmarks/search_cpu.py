@@ -96,7 +96,7 @@ def main() -> int:
     ev = FidelityEvaluator(model, space, x, labels=y)
     be = Backend("ort", threads=args.threads, iters=args.iters)
     with temp_workdir() as tmp:
-        e2e = EndToEnd(model, space, be, Path(tmp))
+        e2e = EndToEnd(model, space, be, Path(tmp))  # closed with the process: one pool for every pool export
         genes = list(dict.fromkeys(pool.values()))
         log(f"final pool: {len(genes)} models exported and timed side by side")
         ms = dict(zip(genes, e2e.time(genes, rounds=3)))

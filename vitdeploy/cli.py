@@ -282,7 +282,8 @@ def cmd_search(args, con: Console) -> int:
                      labels=args.labels, num_images=args.num_images, seed=args.seed, time_limit=args.time_limit,
                      generations=args.generations, population=args.population, parents=args.parents,
                      mutation_prob=args.mutation_prob, resume=args.resume, top_k=args.top_k,
-                     ratio_choices=args.ratios, resize=args.resize, progress=con.progress)
+                     ratio_choices=args.ratios, resize=args.resize, export_workers=args.export_workers,
+                     progress=con.progress)
     s = res["search"]
     print(res.pop("_front_table"))
     print(f"chosen {res['ratios']}: {s['chosen_ms_measured']:.2f} ms measured ({s['chosen_ms_predicted']:.2f} "
@@ -321,6 +322,8 @@ def _add_search_parser(sub) -> None:
     s.add_argument("--top-k", type=_positive_int, default=3, help="searched configs measured end to end")
     s.add_argument("--ratios", type=float, nargs="+", help="restrict the ratios tried (default 0 0.1 ... 0.8)")
     s.add_argument("--resume", help="continue from this OUT.search.json")
+    s.add_argument("--export-workers", type=_positive_int,
+                   help="processes exporting ONNX side by side (default: one per core, at most 4)")
     s.set_defaults(func=cmd_search)
 
 

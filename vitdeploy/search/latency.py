@@ -231,6 +231,7 @@ def measure_table(model, space: SearchSpace, backend: Backend, workdir: Path, e2
 
     t0 = time.perf_counter()
     plan = []  # (stage, name, path, input)
+    jobs = []
     xs_of: Dict[int, Optional[int]] = {}
     for s, (n, ch) in enumerate(zip(space.pairs, space.choices)):
         x = _stage_input(model, s, backend.batch)
@@ -244,11 +245,16 @@ def measure_table(model, space: SearchSpace, backend: Backend, workdir: Path, e2
                 mods["Mx"] = [0.0, 0.0] + [ALLOWED_RATIOS[xs]] * 2
         for name, ratios in mods.items():
             p = workdir / f"stage{s}_{name}.onnx"
-            export_onnx(stage_module(model, s, ratios), x, p, ["y"], window_ops=any(ratios))
+            jobs.append(e2e.workers.stage_job(s, ratios, x, p))
             plan.append((s, name, p, x))
-        progress(f"latency table: stage {s} ({n} pair{'s' if n > 1 else ''}, {model.layers[s].nW} windows): "
-                 f"{len(mods)} modules exported")
-    dense_path = e2e.export(space.dense())
+    dense = space.dense()
+    nw = e2e.workers.workers
+    progress(f"latency table: exporting {len(plan)} stage modules of {len(space.pairs)} stages and the dense "
+             f"model ({nw} export worker{'s' if nw > 1 else ''})")
+    step = max(1, (len(jobs) + 1) // 4)
+    e2e.export_all([dense], extra_jobs=jobs, progress=lambda i, n: progress(
+        f"latency table: {i}/{n} modules exported") if i % step == 0 or i == n else None)
+    dense_path = e2e.export(dense)
     progress(f"latency table: timing {len(plan)} stage modules and the dense model on {backend.name}, interleaved")
     ms = backend.time([p for *_, p, _ in plan] + [dense_path], [x for *_, x in plan] + [e2e.example])
     stages: List[StageEntry] = []
@@ -281,24 +287,32 @@ def finish_table(table: LatencyTable, dense_ms: float, dense_macs: int) -> None:
 class EndToEnd:
     """Full candidate models exported once (kept in ``workdir``) and timed side by side."""
 
-    def __init__(self, model, space: SearchSpace, backend: Backend, workdir: Path):
+    def __init__(self, model, space: SearchSpace, backend: Backend, workdir: Path, workers=None):
         from vitdeploy.export.onnx import output_names_for
         from vitdeploy.models.preprocess import random_images
+        from vitdeploy.search.export_workers import ExportWorkers
 
         self.model, self.space, self.backend, self.workdir = model, space, backend, Path(workdir)
         self.out_names = output_names_for(model.task)
         self.example = random_images(backend.batch, model.img_size, seed=0)
         self.paths: Dict[Genes, Path] = {}
+        self.workers = workers if isinstance(workers, ExportWorkers) else ExportWorkers(model, workers)
+
+    def path(self, genes: Genes) -> Path:
+        return self.workdir / ("e2e_" + "".join(map(str, genes)) + ".onnx")
+
+    def export_all(self, genes_list: Sequence[Genes], extra_jobs: Sequence = (),
+                   progress: Callable[[int, int], None] = lambda i, n: None) -> List[Path]:
+        """Export the configs not exported yet (and ``extra_jobs``) on the export workers."""
+        todo = [g for g in dict.fromkeys(genes_list) if g not in self.paths]
+        jobs = list(extra_jobs) + [self.workers.model_job(self.space.ratios(g), self.example, self.path(g),
+                                                          self.out_names) for g in todo]
+        self.workers.run(jobs, progress)
+        self.paths.update({g: self.path(g) for g in todo})
+        return [self.paths[g] for g in genes_list]
 
     def export(self, genes: Genes) -> Path:
-        from vitdeploy.search.fidelity import pruned_copy
-
-        if genes not in self.paths:
-            p = self.workdir / ("e2e_" + "".join(map(str, genes)) + ".onnx")
-            export_onnx(pruned_copy(self.model, self.space.ratios(genes)), self.example, p, self.out_names,
-                        window_ops=any(genes))
-            self.paths[genes] = p
-        return self.paths[genes]
+        return self.export_all([genes])[0]
 
     def macs(self, genes: Genes) -> int:
         from vitdeploy.search.fidelity import pruned_copy
@@ -306,8 +320,11 @@ class EndToEnd:
         return count_macs(pruned_copy(self.model, self.space.ratios(genes)), self.example[:1])
 
     def time(self, genes_list: Sequence[Genes], rounds: int = 3) -> List[float]:
-        paths = [self.export(g) for g in genes_list]
+        paths = self.export_all(genes_list)
         return self.backend.time(paths, self.example, rounds=rounds)
+
+    def close(self) -> None:
+        self.workers.close()
 
 
 def temp_workdir(prefix: str = "vitdeploy-search-"):

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -220,7 +221,7 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size=N
                time_limit: Optional[float] = None, generations: int = 6, population: int = 32, parents: int = 8,
                mutation_prob: float = 0.1, resume=None, top_k: int = 3, ratio_choices: Optional[Sequence[float]] = None,
                warmup: int = 3, iters: int = 10, cache_mb: float = 2048, plot: bool = True, model=None,
-               table_from=None, resize: Optional[str] = None,
+               table_from=None, resize: Optional[str] = None, export_workers: Optional[int] = None,
                progress: Progress = lambda m: None) -> Dict[str, object]:
     """Returns the dict written to OUT.json; raises UserError (exit 2) / CheckFailed (exit 1).
 
@@ -262,8 +263,7 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size=N
 
     prior = _load_resume(resume, settings) if resume else None
     reused = _load_resume(table_from, settings)["latency_table"] if table_from and not resume else None
-    with temp_workdir() as tmp:
-        e2e = EndToEnd(model, space, be, Path(tmp))
+    with temp_workdir() as tmp, contextlib.closing(EndToEnd(model, space, be, Path(tmp), export_workers)) as e2e:
         # 3. latency table (dense anchored end to end), the budget in its terms
         table = _table(model, space, be, Path(tmp), e2e, prior, reused, resume or table_from, progress)
         limit = _limit(bud, table, space, backend, progress)
