@@ -33,7 +33,7 @@ lint: $(STAMP)
 
 # Two workers (this machine's 2 cores), one test file per worker so module fixtures (exports) are made once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 # CPU benchmarks behind README's tables (~10 min on 2 cores); results in benchmarks/results/
 bench: $(STAMP)

@@ -33,7 +33,8 @@ from vitdeploy.search.space import SearchSpace  # noqa: E402
 
 
 def probes(space: SearchSpace, ratio_tenths: int):
-    """One stage pruned at a time (all its pairs at the ratio), the rest dense."""
+    """One stage pruned at a time (all its pairs at the ratio; a multi-pair stage also with only
+    its last pair pruned), the rest dense."""
     out = {}
     for s, sl in enumerate(space.slices):
         if ratio_tenths not in space.choices[s]:
@@ -42,6 +43,10 @@ def probes(space: SearchSpace, ratio_tenths: int):
         for i in range(sl.start, sl.stop):
             g[i] = ratio_tenths
         out[f"stage {s} at 0.{ratio_tenths}"] = tuple(g)
+        if sl.stop - sl.start > 1:  # a stage mixing dense and pruned pairs runs another code path
+            g = list(space.dense())
+            g[sl.stop - 1] = ratio_tenths
+            out[f"stage {s} last pair at 0.{ratio_tenths}"] = tuple(g)
     return out
 
 

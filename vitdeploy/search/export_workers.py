@@ -38,9 +38,20 @@ def _init_worker(model) -> None:
     _MODEL = model
 
 
+def export_onnx(module, example, path: Path, out_names: Sequence[str], window_ops: bool) -> Path:
+    """The module as `vitdeploy export` would write it (dynamic batch, window ops as custom nodes)."""
+    import torch
+
+    from vitdeploy.export.onnx import export_module, save_model
+
+    proto = export_module(module, torch.as_tensor(example), out_names, dynamic_batch=True,
+                          uses_window_ops=window_ops)
+    save_model(proto, path)
+    return path
+
+
 def _export_job(model, job: Tuple) -> str:
     from vitdeploy.search.fidelity import pruned_copy, stage_module
-    from vitdeploy.search.latency import export_onnx
 
     kind, arg, example, path, out_names = job
     if kind == "stage":

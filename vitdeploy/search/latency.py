@@ -115,18 +115,6 @@ class Backend:
         return [float(np.min(s)) for s in samples]
 
 
-def export_onnx(module, example, path: Path, out_names: Sequence[str], window_ops: bool) -> Path:
-    """The module as `vitdeploy export` would write it (dynamic batch, window ops as custom nodes)."""
-    import torch
-
-    from vitdeploy.export.onnx import export_module, save_model
-
-    proto = export_module(module, torch.as_tensor(example), out_names, dynamic_batch=True,
-                          uses_window_ops=window_ops)
-    save_model(proto, path)
-    return path
-
-
 # ------------------------------------------------------------------------------------ the table
 
 @dataclass

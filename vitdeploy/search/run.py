@@ -429,7 +429,7 @@ def verify(history: Dict[Genes, Candidate], table: LatencyTable, bud: Budget, li
             ratios = [ver.measured[g] / history[g].predicted_ms for g in picks]
         if ratios:
             correction = max(1.0, float(np.median(ratios)))
-        close = [g for g in ver.samples if g != dense and status(g) == "recheck"]
+        close = [g for g in ver.samples if g != dense and status(g) == "recheck" and better(g)]
         progress(f"verification round {attempt + 1} ({len(todo)} models, margin {100 * margin:.1f} %): "
                  + (f"best within {ver.limit:.2f} ms: {ver.chosen.measured_ms:.2f} ms, fidelity "
                     f"{ver.chosen.fidelity.score:.5f}" if ver.chosen else f"none within {ver.limit:.2f} ms")
