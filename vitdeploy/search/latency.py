@@ -240,9 +240,8 @@ def measure_table(model, space: SearchSpace, backend: Backend, workdir: Path, e2
     progress(f"latency table: exporting {len(plan)} stage modules of {len(space.pairs)} stages and the dense "
              f"model ({nw} export worker{'s' if nw > 1 else ''})")
     step = max(1, (len(jobs) + 1) // 4)
-    e2e.export_all([dense], extra_jobs=jobs, progress=lambda i, n: progress(
-        f"latency table: {i}/{n} modules exported") if i % step == 0 or i == n else None)
-    dense_path = e2e.export(dense)
+    dense_path = e2e.export_all([dense], extra_jobs=jobs, progress=lambda i, n: progress(
+        f"latency table: {i}/{n} modules exported") if i % step == 0 or i == n else None)[0]
     progress(f"latency table: timing {len(plan)} stage modules and the dense model on {backend.name}, interleaved")
     ms = backend.time([p for *_, p, _ in plan] + [dense_path], [x for *_, x in plan] + [e2e.example])
     stages: List[StageEntry] = []
