@@ -24,6 +24,7 @@ Writes benchmarks/results/search_cpu.json (and the per-budget search files besid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -95,8 +96,7 @@ def main() -> int:
                                      num_images=args.num_images, warn=log)
     ev = FidelityEvaluator(model, space, x, labels=y)
     be = Backend("ort", threads=args.threads, iters=args.iters)
-    with temp_workdir() as tmp:
-        e2e = EndToEnd(model, space, be, Path(tmp))  # closed with the process: one pool for every pool export
+    with temp_workdir() as tmp, contextlib.closing(EndToEnd(model, space, be, Path(tmp))) as e2e:
         genes = list(dict.fromkeys(pool.values()))
         log(f"final pool: {len(genes)} models exported and timed side by side")
         ms = dict(zip(genes, e2e.time(genes, rounds=3)))
