@@ -298,9 +298,6 @@ class EndToEnd:
         self.paths.update({g: self.path(g) for g in todo})
         return [self.paths[g] for g in genes_list]
 
-    def export(self, genes: Genes) -> Path:
-        return self.export_all([genes])[0]
-
     def macs(self, genes: Genes) -> int:
         from vitdeploy.search.fidelity import pruned_copy
 
