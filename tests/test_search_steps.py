@@ -87,6 +87,18 @@ def test_close_call_is_retimed_not_accepted():
     assert ver.chosen.genes == a and len(timing.calls) == 1
 
 
+def test_a_round_times_the_best_of_close_calls_and_new_picks():
+    table = _table()
+    a, b, c, d = (3, 3, 0, 0), (7, 0, 0, 0), (0, 7, 0, 0), (3, 3, 3, 0)
+    hist = _history(table, {SPACE.dense(): 1.0, a: 0.9, c: 0.85, b: 0.8, d: 0.7})
+    bud = Budget.from_args(budget=0.8)
+    # round 1 (top 2 = a, c): both close calls; round 2: a and c re-timed (best 2 of a, c, b, d), b waits
+    timing = ScriptedTiming({a: [79.0, 79.5], c: [79.0, 79.2], b: [60.0]})
+    ver = verify(hist, table, bud, 80.0, timing, {}, top_k=2)
+    assert timing.calls == [[SPACE.dense(), a, c], [SPACE.dense(), a, c]]
+    assert ver.chosen.genes == a and b not in ver.samples
+
+
 def test_margin_follows_the_rounds_spread():
     table = _table()
     a = (3, 3, 0, 0)

@@ -24,14 +24,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from vitdeploy import __version__
 from vitdeploy.errors import CheckFailed, UserError
 from vitdeploy.search.evolution import Candidate, Evolution, pareto_front
-from vitdeploy.search.fidelity import FidelityEvaluator
+from vitdeploy.search.fidelity_workers import FidelityWorkers
 from vitdeploy.search.latency import Backend, EndToEnd, LatencyTable, measure_table, temp_workdir
 from vitdeploy.search.space import Genes, SearchSpace
 
@@ -222,7 +222,7 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size=N
                mutation_prob: float = 0.1, resume=None, top_k: int = 3, ratio_choices: Optional[Sequence[float]] = None,
                warmup: int = 3, iters: int = 10, cache_mb: float = 2048, plot: bool = True, model=None,
                table_from=None, resize: Optional[str] = None, export_workers: Optional[int] = None,
-               progress: Progress = lambda m: None) -> Dict[str, object]:
+               fidelity_workers: Optional[int] = None, progress: Progress = lambda m: None) -> Dict[str, object]:
     """Returns the dict written to OUT.json; raises UserError (exit 2) / CheckFailed (exit 1).
 
     ``model`` (tests, benchmarks): a ready dense SwinTransformer to search instead of building
@@ -263,17 +263,21 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size=N
 
     prior = _load_resume(resume, settings) if resume else None
     reused = _load_resume(table_from, settings)["latency_table"] if table_from and not resume else None
-    with temp_workdir() as tmp, contextlib.closing(EndToEnd(model, space, be, Path(tmp), export_workers)) as e2e:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(temp_workdir())
+        e2e = stack.enter_context(contextlib.closing(EndToEnd(model, space, be, Path(tmp), export_workers)))
         # 3. latency table (dense anchored end to end), the budget in its terms
         table = _table(model, space, be, Path(tmp), e2e, prior, reused, resume or table_from, progress)
         limit = _limit(bud, table, space, backend, progress)
         cost = bud.cost(table)
 
         # 4. search
-        evaluator = FidelityEvaluator(model, space, x, labels=y, cache_mb=cache_mb)
+        fidelity = stack.enter_context(contextlib.closing(
+            FidelityWorkers(model, space, x, labels=y, cache_mb=cache_mb, workers=fidelity_workers)))
 
-        def score(g: Genes) -> Candidate:
-            return Candidate(g, table.predict(g), table.macs(g), evaluator(g), "", 0)
+        def score(gs: Sequence[Genes]) -> Iterator[Candidate]:
+            for g, f in zip(gs, fidelity.score(gs)):
+                yield Candidate(g, table.predict(g), table.macs(g), f, "", 0)
 
         refs = {"dense": space.dense(), **space.uniform(), **space.presets()}
         evo = Evolution(space, lambda g: cost(g) <= limit, score, seed=seed, population_size=population,
@@ -291,8 +295,8 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size=N
         t_search = time.perf_counter()
         evo.run({k: v for k, v in refs.items() if k != "dense"}, generations, time_limit, progress, save)
         search_s = time.perf_counter() - t_search
-        for name, g in refs.items():  # every reference gets a score for the report and the plot
-            evo.evaluate(g, f"reference: {name}")
+        # every reference gets a score for the report and the plot
+        evo.evaluate([(g, f"reference: {name}") for name, g in refs.items()])
         save(evo)
 
         # 5. end-to-end verification
@@ -361,7 +365,9 @@ def verify(history: Dict[Genes, Candidate], table: LatencyTable, bud: Budget, li
     the references of ``references_to_time``); the chosen config is the best-scoring one that
     meets the budget *as measured* (MIN_MARGIN: one measurement close to the budget is re-timed,
     not accepted). If none of the first ones does, the next are picked with the
-    measured/predicted ratio applied, twice. Sets ``measured_ms`` on the candidates it times."""
+    measured/predicted ratio applied, twice. Every round times dense and at most ``top_k``
+    searched configs: the best-scoring of the close calls and the new picks together. Sets
+    ``measured_ms`` on the candidates it times."""
     space = e2e.space
     dense = space.dense()
     ver = Verification(None, limit, table.dense_ms)
@@ -396,13 +402,17 @@ def verify(history: Dict[Genes, Candidate], table: LatencyTable, bud: Budget, li
         return ver.chosen is None or history[g].key() > ver.chosen.key()
 
     for attempt in range(4):  # up to 3 rounds of new picks, and a last one to re-time close calls
-        picks = [] if attempt == 3 else [c.genes for c in ranked if c.genes not in ver.samples and fits(c)
+        fresh = [] if attempt == 3 else [c.genes for c in ranked if c.genes not in ver.samples and fits(c)
                                          and better(c.genes)][:top_k]
         recheck = [g for g in ver.samples if g != dense and status(g) == "recheck" and better(g)]
-        if attempt and not picks and not recheck:
+        # close calls and new picks compete for the same top_k slots, best-scoring first: a round
+        # times at most top_k searched configs, and a close call scoring below top_k others that
+        # may still pass is not worth a measurement yet
+        picks = sorted(recheck + fresh, key=lambda g: history[g].key(), reverse=True)[:top_k]
+        if attempt and not picks:
             break
         near = references_to_time(refs, bud.cost(table), limit) if attempt == 0 else []
-        todo = list(dict.fromkeys([dense] + recheck + picks + near))
+        todo = list(dict.fromkeys([dense] + picks + near))
         times = e2e.time(todo)
         ver.rounds += 1
         dense_rounds = e2e.backend.last_rounds[0] if e2e.backend.last_rounds else [times[0]]
@@ -433,7 +443,8 @@ def verify(history: Dict[Genes, Candidate], table: LatencyTable, bud: Budget, li
         progress(f"verification round {attempt + 1} ({len(todo)} models, margin {100 * margin:.1f} %): "
                  + (f"best within {ver.limit:.2f} ms: {ver.chosen.measured_ms:.2f} ms, fidelity "
                     f"{ver.chosen.fidelity.score:.5f}" if ver.chosen else f"none within {ver.limit:.2f} ms")
-                 + (f"; {len(close)} within the margin, re-timed next" if close else "")
+                 + (f"; {len(close)} within the margin (the best {top_k} of them and of new picks timed next)"
+                    if close else "")
                  + f"; searched configs measured/predicted {correction:.3f}")
     return ver
 
