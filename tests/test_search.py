@@ -207,7 +207,7 @@ def _evolution(dense, table, sp, seed, x):
     ev = FidelityEvaluator(dense, sp, x)
     limit = 0.8 * table.dense_ms
     return Evolution(sp, lambda g: table.predict(g) <= limit,
-                     lambda gs: (Candidate(g, table.predict(g), table.macs(g), ev(g), "", 0) for g in gs),
+                     lambda g: Candidate(g, table.predict(g), table.macs(g), ev(g), "", 0),
                      seed=seed, population_size=6, parents=2)
 
 
@@ -242,12 +242,11 @@ def test_ctrl_c_keeps_what_was_evaluated(dense):
     sp = SearchSpace.for_model(DEPTHS, 224, CHOICES)
     calls = []
 
-    def score(gs):
-        for g in gs:
-            if len(calls) == 4:
-                raise KeyboardInterrupt
-            calls.append(g)
-            yield Candidate(g, 1.0, 1, Fidelity(-float(sum(g))), "", 0)
+    def score(g):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(g)
+        return Candidate(g, 1.0, 1, Fidelity(-float(sum(g))), "", 0)
 
     e = Evolution(sp, lambda g: True, score, seed=0, population_size=6, parents=2)
     e.run({}, 5)

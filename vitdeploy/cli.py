@@ -283,7 +283,6 @@ def cmd_search(args, con: Console) -> int:
                      generations=args.generations, population=args.population, parents=args.parents,
                      mutation_prob=args.mutation_prob, resume=args.resume, top_k=args.top_k,
                      ratio_choices=args.ratios, resize=args.resize, export_workers=args.export_workers,
-                     fidelity_workers=args.fidelity_workers,
                      progress=con.progress)
     s = res["search"]
     print(res.pop("_front_table"))
@@ -325,9 +324,6 @@ def _add_search_parser(sub) -> None:
     s.add_argument("--resume", help="continue from this OUT.search.json")
     s.add_argument("--export-workers", type=_positive_int,
                    help="processes exporting ONNX side by side (default: one per core, at most 4)")
-    s.add_argument("--fidelity-workers", type=_positive_int,
-                   help="processes running the PyTorch fidelity forwards, one thread each (default: one per "
-                        "core, at most 4; 1 = this process on --threads threads)")
     s.set_defaults(func=cmd_search)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -60,9 +60,7 @@ class Candidate:
 class Evolution:
     space: SearchSpace
     feasible: Callable[[Genes], bool]
-    # scores configs, yielding Candidates in their order (origin/generation set by us); lazily, so
-    # a time limit or Ctrl-C between two of them stops what is left
-    score: Callable[[Sequence[Genes]], Iterable[Candidate]]
+    score: Callable[[Genes], Candidate]  # evaluates one config (origin/generation set by us)
     seed: int = 0
     population_size: int = 100
     parents: int = 25
@@ -81,26 +79,13 @@ class Evolution:
         self.parents = max(1, min(self.parents, self.population_size))
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, items: Sequence[tuple], stop: Callable[[], bool] = lambda: False) -> bool:
-        """Score the (genes, origin) not evaluated yet, as one batch (the scorer may spread it over
-        processes), into the history in the given order. False when ``stop()`` turned true after
-        some config: what was scored before it is kept."""
-        todo: List[tuple] = []
-        for g, o in items:
-            if g not in self.history and all(g != t for t, _ in todo):
-                todo.append((g, o))
-        it = iter(self.score([g for g, _ in todo]))
-        try:
-            for (g, origin), c in zip(todo, it):
-                c.origin, c.generation = origin, self.generation
-                self.history[g] = c
-                if stop():
-                    return False
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
-        return True
+    def evaluate(self, genes: Genes, origin: str) -> Candidate:
+        c = self.history.get(genes)
+        if c is None:
+            c = self.score(genes)
+            c.origin, c.generation = origin, self.generation
+            self.history[genes] = c
+        return c
 
     def best_feasible(self) -> Optional[Candidate]:
         ok = [c for c in self.history.values() if self.feasible(c.genes)]
@@ -162,10 +147,6 @@ class Evolution:
         """Generation ``self.generation`` .. ``generations`` (0 = the initial population).
         Ctrl-C or the time limit stop it between evaluations; the history keeps what was done."""
         t0 = time.perf_counter()
-
-        def out_of_time() -> bool:
-            return time_limit is not None and time.perf_counter() - t0 > time_limit
-
         try:
             while self.generation <= generations:
                 self.rng_state = self.rng.bit_generator.state  # a resume replays this generation
@@ -174,10 +155,13 @@ class Evolution:
                 if not todo:
                     progress("search: no feasible config left to try")
                     break
-                new = len({g for g, _ in todo if g not in self.history})
-                if out_of_time() or not self.evaluate(todo, out_of_time):
-                    progress(f"search: time limit {time_limit:.0f}s reached in generation {self.generation}")
-                    return
+                new = 0
+                for g, origin in todo:
+                    if time_limit is not None and time.perf_counter() - t0 > time_limit:
+                        progress(f"search: time limit {time_limit:.0f}s reached in generation {self.generation}")
+                        return
+                    new += g not in self.history
+                    self.evaluate(g, origin)
                 self.population = [g for g, _ in todo]
                 best = self.best_feasible()
                 progress(f"generation {self.generation}/{generations}: {new} new, {len(self.history)} evaluated; "

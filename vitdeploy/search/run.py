@@ -24,14 +24,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from vitdeploy import __version__
 from vitdeploy.errors import CheckFailed, UserError
 from vitdeploy.search.evolution import Candidate, Evolution, pareto_front
-from vitdeploy.search.fidelity_workers import FidelityWorkers
+from vitdeploy.search.fidelity import FidelityEvaluator
 from vitdeploy.search.latency import Backend, EndToEnd, LatencyTable, measure_table, temp_workdir
 from vitdeploy.search.space import Genes, SearchSpace
 
@@ -222,7 +222,7 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size=N
                mutation_prob: float = 0.1, resume=None, top_k: int = 3, ratio_choices: Optional[Sequence[float]] = None,
                warmup: int = 3, iters: int = 10, cache_mb: float = 2048, plot: bool = True, model=None,
                table_from=None, resize: Optional[str] = None, export_workers: Optional[int] = None,
-               fidelity_workers: Optional[int] = None, progress: Progress = lambda m: None) -> Dict[str, object]:
+               progress: Progress = lambda m: None) -> Dict[str, object]:
     """Returns the dict written to OUT.json; raises UserError (exit 2) / CheckFailed (exit 1).
 
     ``model`` (tests, benchmarks): a ready dense SwinTransformer to search instead of building
@@ -263,21 +263,17 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size=N
 
     prior = _load_resume(resume, settings) if resume else None
     reused = _load_resume(table_from, settings)["latency_table"] if table_from and not resume else None
-    with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(temp_workdir())
-        e2e = stack.enter_context(contextlib.closing(EndToEnd(model, space, be, Path(tmp), export_workers)))
+    with temp_workdir() as tmp, contextlib.closing(EndToEnd(model, space, be, Path(tmp), export_workers)) as e2e:
         # 3. latency table (dense anchored end to end), the budget in its terms
         table = _table(model, space, be, Path(tmp), e2e, prior, reused, resume or table_from, progress)
         limit = _limit(bud, table, space, backend, progress)
         cost = bud.cost(table)
 
         # 4. search
-        fidelity = stack.enter_context(contextlib.closing(
-            FidelityWorkers(model, space, x, labels=y, cache_mb=cache_mb, workers=fidelity_workers)))
+        evaluator = FidelityEvaluator(model, space, x, labels=y, cache_mb=cache_mb)
 
-        def score(gs: Sequence[Genes]) -> Iterator[Candidate]:
-            for g, f in zip(gs, fidelity.score(gs)):
-                yield Candidate(g, table.predict(g), table.macs(g), f, "", 0)
+        def score(g: Genes) -> Candidate:
+            return Candidate(g, table.predict(g), table.macs(g), evaluator(g), "", 0)
 
         refs = {"dense": space.dense(), **space.uniform(), **space.presets()}
         evo = Evolution(space, lambda g: cost(g) <= limit, score, seed=seed, population_size=population,
@@ -295,8 +291,8 @@ def run_search(model_name: str, out: os.PathLike, *, checkpoint=None, img_size=N
         t_search = time.perf_counter()
         evo.run({k: v for k, v in refs.items() if k != "dense"}, generations, time_limit, progress, save)
         search_s = time.perf_counter() - t_search
-        # every reference gets a score for the report and the plot
-        evo.evaluate([(g, f"reference: {name}") for name, g in refs.items()])
+        for name, g in refs.items():  # every reference gets a score for the report and the plot
+            evo.evaluate(g, f"reference: {name}")
         save(evo)
 
         # 5. end-to-end verification
